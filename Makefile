@@ -1,0 +1,37 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+# Each creates .venv and installs what it needs on a fresh machine (hack/venv.sh).
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help venv demo test unit integration e2e lint bench cluster-up cluster-down k8s-binaries docker-up clean
+
+help:
+	@echo "make demo   - run carbonctl on the bundled replay trace (no account, no network)"
+	@echo "make test   - install, start Docker and the local cluster, run every test tier, stop them"
+	@echo "make lint   - ruff"
+	@echo "make bench  - benchmarks in bench/ (see docs/benchmarks.md)"
+
+venv:
+	@bash hack/venv.sh
+
+demo: venv
+	@bash hack/demo.sh
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+unit: venv
+	$(PY) -m pytest tests/unit -q
+
+# The full suite: lint, unit, integration (real control plane), e2e (real node) where possible.
+test: venv
+	@bash hack/test.sh
+
+bench: venv
+	$(PY) bench/trainer.py
+	$(PY) bench/scheduling.py
+
+clean:
+	rm -rf .venv build dist *.egg-info carbon_plot.png carbon_log.csv

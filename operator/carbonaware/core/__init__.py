@@ -1,0 +1,1 @@
+"""The functional core: pure functions on plain data. No I/O, no Kubernetes, no HTTP."""

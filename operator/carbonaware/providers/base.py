@@ -1,0 +1,72 @@
+"""The one small interface every carbon-intensity source implements, and its typed errors."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from carbonaware.core.model import Reading
+
+
+class ProviderError(Exception):
+    """A provider call failed. Says which provider, zone and (when HTTP) status failed.
+
+    Messages never include credentials.
+    """
+
+    def __init__(
+        self, provider: str, zone: str | None, message: str, status: int | None = None
+    ) -> None:
+        self.provider = provider
+        self.zone = zone
+        self.status = status
+        self.detail = message
+        where = f"{provider}" + (f" zone {zone!r}" if zone else "")
+        code = f" (HTTP {status})" if status is not None else ""
+        super().__init__(f"{where}: {message}{code}")
+
+
+class AuthError(ProviderError):
+    """Missing or rejected credentials (HTTP 401/403)."""
+
+
+class UnknownZoneError(ProviderError):
+    """The provider does not know the zone (e.g. HTTP 404, or a zone it does not cover)."""
+
+
+class RateLimitedError(ProviderError):
+    """HTTP 429 that outlasted the retries; ``retry_after`` is seconds, when the server said."""
+
+    def __init__(self, *args, retry_after: float | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailableError(ProviderError):
+    """Timeouts, connection errors, 5xx, malformed responses: worth retrying later."""
+
+
+class NoForecastError(ProviderError):
+    """This provider (or plan) offers no forecast for the zone."""
+
+
+class ConfigError(ValueError):
+    """Bad provider configuration (unknown provider name, missing token, unreadable trace)."""
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A source of carbon-intensity readings for zones."""
+
+    name: str
+
+    def latest(self, zone: str) -> Reading:
+        """The most recent reading for ``zone``."""
+        ...
+
+    def forecast(self, zone: str) -> list[Reading]:
+        """Readings predicted for the future (``forecast=True``); raises NoForecastError."""
+        ...
+
+    def history(self, zone: str) -> list[Reading]:
+        """Recent past readings, oldest first (typically the last 24 h)."""
+        ...
