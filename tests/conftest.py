@@ -34,3 +34,7 @@ def mnist_dir(shared_data: Path) -> Path:
     if not (path / "MNIST" / "raw").is_dir():
         pytest.skip(f"MNIST is missing from {path}")
     return path
+
+
+# Fixture plugins, one module per concern (tests/plugins is on pytest's pythonpath).
+pytest_plugins = ["cluster_fixtures", "docker_fixtures"]

@@ -1,0 +1,1 @@
+"""Fixtures for the Kubernetes tiers (owned by the local-cluster work): `kubeconfig`, ..."""

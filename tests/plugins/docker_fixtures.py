@@ -1,0 +1,1 @@
+"""Fixtures for tests that need a Docker engine (owned by the Docker/node work)."""
