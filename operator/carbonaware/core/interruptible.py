@@ -1,0 +1,87 @@
+"""Interruptible jobs: run in the cleanest steps, pause when the grid is dirty.
+
+A job of ``job_steps`` steps that arrives at step ``a`` with a start delay of at most
+``max_delay_steps`` may, when it can be suspended and resumed, spread its work over any steps
+of the window ``[a, a + max_delay_steps + job_steps)``: it then finishes no later than a
+non-interruptible job started at its deadline would.
+
+Two pure forms of the same idea:
+
+- :func:`cleanest_steps` plans offline: the ``job_steps`` cleanest steps of a window (with a
+  perfect forecast this is the interruptible oracle);
+- :func:`run_or_pause` decides online, one step at a time, from the forecast issued now and the
+  work left (what the operator calls on every poll). With hysteresis, a running job keeps
+  running through steps slightly above the plan's cutoff instead of flapping, and it always
+  runs when the work left fills every step left (so it never misses its deadline).
+
+Both take 2-D arrays (one row per job) so the backtest evaluates thousands of arrivals at
+once; a 1-D row is one job.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_HYSTERESIS = 0.05  # keep running while within 5 % of the plan's cutoff
+
+
+def cleanest_steps(intensities: np.ndarray, job_steps: int) -> np.ndarray:
+    """Boolean mask of the ``job_steps`` lowest-intensity steps of each row (ties: earliest).
+
+    ``intensities`` is ``(window,)`` or ``(jobs, window)``; the mask has the same shape and
+    exactly ``job_steps`` True values per row.
+    """
+    values = np.asarray(intensities, dtype=float)
+    if job_steps < 0 or job_steps > values.shape[-1]:
+        raise ValueError(f"job_steps must be in [0, {values.shape[-1]}], got {job_steps}")
+    order = np.argsort(values, axis=-1, kind="stable")  # stable: equal values, earliest first
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(values.shape[-1]), axis=-1)
+    return rank < job_steps
+
+
+def interruptible_window(arrival: int, job_steps: int, max_delay_steps: int) -> tuple[int, int]:
+    """The steps ``[first, end)`` an interruptible job may run in: it must finish by ``end``."""
+    if job_steps <= 0 or max_delay_steps < 0:
+        raise ValueError("job_steps must be > 0 and max_delay_steps >= 0")
+    return arrival, arrival + max_delay_steps + job_steps
+
+
+def run_or_pause(
+    forecast: np.ndarray,
+    remaining_steps: np.ndarray | int,
+    running: np.ndarray | bool,
+    hysteresis: float = DEFAULT_HYSTERESIS,
+) -> np.ndarray:
+    """Whether each job should run during the current step.
+
+    ``forecast[..., j]`` is the intensity expected ``j`` steps from now (column 0: the current
+    step) for every step left before the job's latest finish, so ``forecast.shape[-1]`` is the
+    number of steps left. ``remaining_steps`` is the work left; ``running`` whether the job ran
+    in the previous step. A job runs when the current step is among the ``remaining_steps``
+    cleanest steps left, when it is already running and the current step is within
+    ``hysteresis`` of that cutoff, or when it has no slack left. Finished jobs never run.
+    """
+    values = np.atleast_2d(np.asarray(forecast, dtype=float))
+    steps_left = values.shape[-1]
+    remaining = np.broadcast_to(np.asarray(remaining_steps), values.shape[:1])
+    was_running = np.broadcast_to(np.asarray(running, dtype=bool), values.shape[:1])
+    if hysteresis < 0:
+        raise ValueError(f"hysteresis must be >= 0, got {hysteresis}")
+    now = values[:, :1]
+    # x is within the w cleanest steps  <=>  fewer than w steps are strictly cleaner than x
+    # (counting is O(n) where finding the w-th smallest per row would need a sort).
+    in_plan = (values < now).sum(axis=1) < remaining
+    near_plan = (values < now / (1.0 + hysteresis)).sum(axis=1) < remaining
+    no_slack = remaining >= steps_left
+    return (remaining > 0) & (in_plan | (was_running & near_plan) | no_slack)
+
+
+def should_run(
+    forecast: np.ndarray,
+    remaining_steps: int,
+    running: bool,
+    hysteresis: float = DEFAULT_HYSTERESIS,
+) -> bool:
+    """:func:`run_or_pause` for one job (a 1-D forecast), as the operator calls it."""
+    return bool(run_or_pause(forecast, remaining_steps, running, hysteresis)[0])
