@@ -1,0 +1,142 @@
+"""Electricity Maps API v3: ``carbon-intensity/latest``, ``/history`` and ``/forecast``.
+
+Authentication is the ``auth-token`` header. Every call sends ``disableCallerLookup=true`` so
+that a zone the API does not know is an error rather than silently the caller's own country.
+Any zone key works (``CN``, ``GB``, ``US-CAL-CISO``, ...). ``emissionFactorType`` asks for
+direct (default here) or life-cycle factors.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import requests
+
+from carbonaware.core.model import Basis, Reading, utc
+from carbonaware.providers.base import (
+    AuthError,
+    NoForecastError,
+    ProviderError,
+    ProviderUnavailableError,
+    UnknownZoneError,
+)
+from carbonaware.providers.http import get_json, make_session
+
+DEFAULT_BASE_URL = "https://api.electricitymaps.com"
+
+
+class ElectricityMapsProvider:
+    name = "electricitymaps"
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        base_url: str | None = None,
+        basis: Basis = Basis.DIRECT,
+        timeout: float = 10.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        if basis not in (Basis.DIRECT, Basis.LIFECYCLE):
+            raise ValueError(f"Electricity Maps serves direct or lifecycle factors, not {basis}")
+        self._token = token
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.basis = basis
+        self.timeout = timeout
+        self._session = session or make_session()
+
+    @property
+    def cache_key(self) -> str:
+        return f"electricitymaps:{self.base_url}:{self.basis.value}"
+
+    def __repr__(self) -> str:  # never the token
+        return f"ElectricityMapsProvider(base_url={self.base_url!r}, basis={self.basis.value})"
+
+    def latest(self, zone: str) -> Reading:
+        body = self._get("latest", zone)
+        return self._reading(zone, _require_dict(body, zone), forecast=False)
+
+    def history(self, zone: str) -> list[Reading]:
+        body = self._get("history", zone)
+        points = _require_list(body, "history", zone)
+        readings = [self._reading(zone, p, forecast=False) for p in points]
+        return sorted(readings, key=lambda r: r.timestamp)
+
+    def forecast(self, zone: str) -> list[Reading]:
+        body = self._get("forecast", zone)
+        points = _require_list(body, "forecast", zone)
+        if not points:
+            raise NoForecastError(self.name, zone, "the forecast came back empty")
+        readings = [self._reading(zone, p, forecast=True) for p in points]
+        return sorted(readings, key=lambda r: r.timestamp)
+
+    def _get(self, kind: str, zone: str) -> Any:
+        def classify(status: int, message: str) -> type[ProviderError] | None:
+            text = message.lower()
+            if status == 404 or (status == 400 and "zone" in text):
+                return UnknownZoneError
+            if kind == "forecast" and status == 403:
+                return NoForecastError  # the plan does not include forecasts
+            if status in (401, 403):
+                return AuthError
+            return None
+
+        return get_json(
+            self._session,
+            f"{self.base_url}/v3/carbon-intensity/{kind}",
+            provider=self.name,
+            zone=zone,
+            timeout=self.timeout,
+            params={
+                "zone": zone,
+                "disableCallerLookup": "true",
+                "emissionFactorType": self.basis.value,
+            },
+            headers={"auth-token": self._token},
+            secrets=[self._token],
+            classify=classify,
+        )
+
+    def _reading(self, zone: str, point: Any, *, forecast: bool) -> Reading:
+        try:
+            intensity = point["carbonIntensity"]
+            if intensity is None:
+                raise ValueError("carbonIntensity is null")
+            basis = {"direct": Basis.DIRECT, "lifecycle": Basis.LIFECYCLE}.get(
+                point.get("emissionFactorType") or "", self.basis
+            )
+            return Reading(
+                zone=zone,
+                timestamp=_parse_time(point["datetime"]),
+                intensity=float(intensity),
+                basis=basis,
+                forecast=forecast,
+                estimated=bool(point.get("isEstimated", False)),
+                provider=self.name,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProviderUnavailableError(
+                self.name, zone, f"unexpected response shape ({type(exc).__name__}: {exc})"
+            ) from None
+
+
+def _parse_time(text: str) -> datetime:
+    return utc(datetime.fromisoformat(str(text).replace("Z", "+00:00")))
+
+
+def _require_dict(body: Any, zone: str) -> dict:
+    if not isinstance(body, dict):
+        raise ProviderUnavailableError(
+            ElectricityMapsProvider.name, zone, "unexpected response shape (not an object)"
+        )
+    return body
+
+
+def _require_list(body: Any, key: str, zone: str) -> list:
+    points = _require_dict(body, zone).get(key)
+    if not isinstance(points, list):
+        raise ProviderUnavailableError(
+            ElectricityMapsProvider.name, zone, f"unexpected response shape (no {key!r} list)"
+        )
+    return points
