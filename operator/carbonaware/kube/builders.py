@@ -1,0 +1,359 @@
+"""Pure builders: every Kubernetes object and status patch the operator writes.
+
+No API calls here; handlers call these and send the result. Tests call them directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from carbonaware.core.model import utc
+from carbonaware.kube.models import CarbonAwareJobSpec, TrainerResult
+
+GROUP = "carbonaware.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "CarbonAwareJob"
+PLURAL = "carbonawarejobs"
+
+JOB_LABEL = f"{GROUP}/job"  # value: the CarbonAwareJob's name
+OWNER_UID_LABEL = f"{GROUP}/owner-uid"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "carbonaware-operator"}
+TRAINER_CONTAINER = "trainer"
+LOG_CSV_KEY = "carbon_log.csv"
+LOG_META_KEY = "metadata.json"
+PLOT_KEY = "carbon_plot.png"
+# A ConfigMap holds at most 1 MiB in all; keep room for keys and metadata.
+CONFIGMAP_LIMIT_BYTES = 1024 * 1024 - 16 * 1024
+
+# Non-root, read-only root filesystem, no escalation, no capabilities, default seccomp.
+RUN_AS_USER = 10001
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS_USER,
+    "runAsGroup": RUN_AS_USER,
+    "fsGroup": RUN_AS_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+DEFAULT_TRAINER_RESOURCES = {
+    "requests": {"cpu": "500m", "memory": "1Gi"},
+    "limits": {"cpu": "2", "memory": "2Gi"},
+}
+
+
+def iso(ts: datetime) -> str:
+    """RFC 3339 UTC with a Z, the way Kubernetes writes times."""
+    return utc(ts).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def _dns_label(text: str, limit: int) -> str:
+    return text[:limit].rstrip("-.")
+
+
+def job_name(name: str, uid: str) -> str:
+    """The one Job name for a CarbonAwareJob: stable across retries and restarts.
+
+    Includes a hash of the uid so a deleted and re-created CarbonAwareJob of the same name
+    never adopts the old one's Job; at most 63 characters (Job names become pod labels).
+    """
+    digest = hashlib.sha256(uid.encode()).hexdigest()[:8]
+    return f"{_dns_label(name, 54)}-{digest}"
+
+
+def log_configmap_name(name: str) -> str:
+    return f"{_dns_label(name, 253 - len('-carbon-log'))}-carbon-log"
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _labels(name: str) -> dict[str, str]:
+    return {**MANAGED_BY, JOB_LABEL: _dns_label(name, 63)}
+
+
+def _trainer_args(spec: CarbonAwareJobSpec) -> list[str]:
+    trainer = spec.trainer
+    assert trainer is not None
+    args = [
+        "--epochs",
+        str(trainer.epochs),
+        "--batch-size",
+        str(trainer.batch_size),
+        "--output-dir",
+        "/work/output",
+        "--termination-log",
+        "/dev/termination-log",
+        "--watts",
+        f"{spec.power.watts:g}",
+    ]
+    if trainer.learning_rate is not None:
+        args += ["--lr", f"{trainer.learning_rate:g}"]
+    if trainer.max_samples is not None:
+        args += ["--max-samples", str(trainer.max_samples)]
+    if trainer.data_volume is not None:
+        args += ["--data-dir", "/data"]
+    return args
+
+
+def _trainer_pod_spec(spec: CarbonAwareJobSpec, default_image: str) -> dict[str, Any]:
+    trainer = spec.trainer
+    assert trainer is not None
+    mounts = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "work", "mountPath": "/work"},  # checkpoints and outputs
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "work", "emptyDir": {"sizeLimit": "2Gi"}},
+    ]
+    if trainer.data_volume is not None:
+        mounts.append({"name": "data", "mountPath": "/data", "readOnly": True})
+        volumes.append(
+            {
+                "name": "data",
+                "persistentVolumeClaim": {
+                    "claimName": trainer.data_volume.claim_name,
+                    "readOnly": True,
+                },
+            }
+        )
+    container = {
+        "name": TRAINER_CONTAINER,
+        "image": trainer.image or default_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["carbon-trainer"],
+        "args": _trainer_args(spec),
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+            {"name": "TORCH_HOME", "value": "/tmp/torch"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "resources": trainer.resources or DEFAULT_TRAINER_RESOURCES,
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "terminationMessagePath": "/dev/termination-log",
+        # The trainer writes JSON there; if it dies first, the log tail says why.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
+    }
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": POD_SECURITY_CONTEXT,
+        "containers": [container],
+        "volumes": volumes,
+    }
+
+
+def build_job_spec(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: CarbonAwareJobSpec,
+    default_trainer_image: str,
+) -> dict[str, Any]:
+    """The batch/v1 Job that runs the workload, owned by the CarbonAwareJob."""
+    labels = _labels(name)
+    metadata = {
+        "name": job_name(name, uid),
+        "namespace": namespace,
+        "labels": labels,
+        "annotations": {OWNER_UID_LABEL: uid},
+        "ownerReferences": [owner_reference(name, uid)],
+    }
+    if spec.job_template is not None:
+        template = copy.deepcopy(spec.job_template)
+        user_meta = template.get("metadata") or {}
+        metadata["labels"] = {**(user_meta.get("labels") or {}), **labels}
+        metadata["annotations"] = {**(user_meta.get("annotations") or {}), OWNER_UID_LABEL: uid}
+        job_spec = template["spec"]
+        pod_meta = job_spec["template"].setdefault("metadata", {})
+        pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
+        job_spec["template"]["spec"].setdefault("restartPolicy", "Never")
+    else:
+        assert spec.trainer is not None
+        job_spec = {
+            "backoffLimit": spec.trainer.backoff_limit,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": _trainer_pod_spec(spec, default_trainer_image),
+            },
+        }
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+
+
+def build_log_configmap(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    csv_text: str,
+    metadata: dict[str, Any] | None = None,
+    plot_png: bytes | None = None,
+) -> dict[str, Any]:
+    """The job's intensity log ConfigMap; the plot goes in binaryData only when it fits."""
+    data = {LOG_CSV_KEY: csv_text, LOG_META_KEY: json.dumps(metadata or {}, sort_keys=True)}
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": log_configmap_name(name),
+            "namespace": namespace,
+            "labels": _labels(name),
+            "ownerReferences": [owner_reference(name, uid)],
+        },
+        "data": data,
+    }
+    if plot_png is not None:
+        encoded = base64.b64encode(plot_png).decode()
+        used = sum(len(k) + len(v.encode()) for k, v in data.items())
+        if used + len(PLOT_KEY) + len(encoded) <= CONFIGMAP_LIMIT_BYTES:
+            body["binaryData"] = {PLOT_KEY: encoded}
+    return body
+
+
+def set_condition(
+    conditions: list[dict[str, Any]] | tuple[dict[str, Any], ...],
+    *,
+    type: str,
+    status: bool | Literal["True", "False", "Unknown"],
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Conditions with ``type`` set; lastTransitionTime moves only when the status flips."""
+    status_text = status if isinstance(status, str) else ("True" if status else "False")
+    result = []
+    found = False
+    for condition in conditions:
+        if condition.get("type") != type:
+            result.append(dict(condition))
+            continue
+        found = True
+        changed = condition.get("status") != status_text
+        result.append(
+            {
+                "type": type,
+                "status": status_text,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": iso(now)
+                if changed
+                else condition.get("lastTransitionTime", iso(now)),
+                "observedGeneration": generation,
+            }
+        )
+    if not found:
+        result.append(
+            {
+                "type": type,
+                "status": status_text,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": iso(now),
+                "observedGeneration": generation,
+            }
+        )
+    return [{k: v for k, v in c.items() if v is not None} for c in result]
+
+
+def get_condition(conditions: list[dict[str, Any]] | None, type: str) -> dict[str, Any] | None:
+    return next((c for c in conditions or [] if c.get("type") == type), None)
+
+
+def build_status_patch(current: dict[str, Any] | None, desired: dict[str, Any]) -> dict | None:
+    """The merge patch that turns ``current`` status into ``desired``; None if nothing changed.
+
+    Only top-level keys that differ are sent, so a poll that learnt nothing new writes nothing.
+    """
+    current = current or {}
+    patch = {key: value for key, value in desired.items() if current.get(key) != value}
+    return patch or None
+
+
+JobOutcome = Literal["running", "succeeded", "failed"]
+
+
+def job_outcome(job: dict[str, Any]) -> tuple[JobOutcome, str]:
+    """Whether a batch/v1 Job finished, from its conditions, and why."""
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return "succeeded", condition.get("message") or "the Job completed"
+        if condition.get("type") == "Failed":
+            reason = condition.get("reason") or "Failed"
+            message = condition.get("message") or ""
+            return "failed", f"{reason}: {message}".rstrip(": ")
+    return "running", ""
+
+
+def job_times(job: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+    status = job.get("status") or {}
+    return parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
+
+
+def termination_message(pods: list[dict[str, Any]]) -> str | None:
+    """The workload container's termination message from the most recently finished pod.
+
+    Prefers the container named ``trainer``; a jobTemplate workload's first container otherwise.
+    """
+    found: list[tuple[str, str]] = []
+    for pod in pods:
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        chosen = next((s for s in statuses if s.get("name") == TRAINER_CONTAINER), None)
+        chosen = chosen or (statuses[0] if statuses else None)
+        if chosen is None:
+            continue
+        terminated = (chosen.get("state") or {}).get("terminated") or (
+            chosen.get("lastState") or {}
+        ).get("terminated")
+        if terminated and terminated.get("message"):
+            found.append((terminated.get("finishedAt") or "", terminated["message"]))
+    return max(found)[1] if found else None
+
+
+def parse_trainer_result(message: str | None) -> TrainerResult | None:
+    """The trainer's JSON result, or None if the message is missing or not that JSON."""
+    if not message:
+        return None
+    try:
+        raw = json.loads(message)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return TrainerResult.model_validate(raw)
+    except ValidationError:
+        return None

@@ -1,0 +1,197 @@
+"""Typed views of a CarbonAwareJob's spec and status (pydantic, camelCase on the wire).
+
+The CRD schema (manifests/crd.yaml) is the first line of validation and applies the
+defaults; these models parse what the apiserver accepted into Python types (durations
+become timedeltas) and are the second line for anything that slips past (an object stored
+before a schema change, a CRD installed without its rules).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from carbonaware.core.durations import DurationError, parse_duration
+
+ProviderName = Literal["electricitymaps", "ukci", "watttime", "replay", "static"]
+PHASES = ("Pending", "Waiting", "Running", "Succeeded", "Failed")
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+Phase = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed"]
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except DurationError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class SpecError(ValueError):
+    """A spec the operator cannot run; the message is one line a person understands."""
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+class SecretRef(_Camel):
+    name: str
+    key: str = "token"
+
+
+class ProviderSource(_Camel):
+    """One provider: its name and the settings that provider takes."""
+
+    name: ProviderName
+    secret_ref: SecretRef | None = None
+    base_url: str | None = None
+    basis: Literal["direct", "lifecycle"] | None = None
+    trace: str | None = None
+    speed: float | None = Field(default=None, gt=0)
+    start: datetime | None = None
+    value: float | None = Field(default=None, ge=0)
+
+
+class ProviderSpec(_Camel):
+    """The job's provider; ``name`` None means the operator's default provider."""
+
+    name: ProviderName | None = None
+    secret_ref: SecretRef | None = None
+    base_url: str | None = None
+    basis: Literal["direct", "lifecycle"] | None = None
+    trace: str | None = None
+    speed: float | None = Field(default=None, gt=0)
+    start: datetime | None = None
+    value: float | None = Field(default=None, ge=0)
+    fallback: tuple[ProviderSource, ...] = ()
+
+
+class PowerSpec(_Camel):
+    watts: float = Field(default=150.0, gt=0)
+    pue: float = Field(default=1.2, ge=1.0)
+
+
+class DataVolume(_Camel):
+    claim_name: str
+
+
+class TrainerSpec(_Camel):
+    image: str | None = None
+    epochs: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    learning_rate: float | None = Field(default=None, gt=0)
+    max_samples: int | None = Field(default=None, ge=1)
+    data_volume: DataVolume | None = None
+    resources: dict[str, dict[str, Any]] | None = None
+    backoff_limit: int = Field(default=0, ge=0)
+
+
+class CarbonAwareJobSpec(_Camel):
+    zone: str = Field(min_length=1)
+    provider: ProviderSpec = ProviderSpec()
+    threshold_grams_per_kwh: float = Field(default=200.0, gt=0, alias="thresholdGramsPerKWh")
+    max_delay: Duration = timedelta(hours=24)
+    strategy: Literal["threshold", "forecast"] = "threshold"
+    expected_duration: Duration = timedelta(minutes=30)
+    poll_interval: Duration = timedelta(minutes=5)
+    power: PowerSpec = PowerSpec()
+    trainer: TrainerSpec | None = None
+    job_template: dict[str, Any] | None = None
+
+
+def parse_spec(raw: dict[str, Any]) -> CarbonAwareJobSpec:
+    """Parse a spec dict; raise SpecError with one readable line on bad input."""
+    try:
+        spec = CarbonAwareJobSpec.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "spec"
+        raise SpecError(f"spec.{where}: {first['msg']}") from None
+    if (spec.trainer is None) == (spec.job_template is None):
+        raise SpecError("set exactly one of spec.trainer or spec.jobTemplate")
+    return spec
+
+
+class Condition(_Camel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class Decision(_Camel):
+    action: str
+    reason: str
+    planned_start: str | None = None
+    forecast_source: str | None = None
+
+
+class TrainerResult(_Camel):
+    """What the trainer reports in its termination message (JSON). Unknown keys are ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    accuracy: float | None = None
+    epochs: int | None = None
+    duration_seconds: float | None = None
+    device: str | None = None
+    energy_kwh: float | None = Field(default=None, alias="energyKWh")
+    energy_method: str | None = None
+
+
+class CarbonAwareJobStatus(_Camel):
+    """The status the operator writes; every field optional so a partial status parses."""
+
+    phase: Phase | None = None
+    message: str | None = None
+    observed_generation: int | None = None
+    conditions: tuple[Condition, ...] | None = None
+    clock: Literal["wall", "replay"] | None = None
+    submitted_at: str | None = None
+    deadline: str | None = None
+    current_intensity: float | None = None
+    last_reading_time: str | None = None
+    reading_provider: str | None = None
+    reading_basis: str | None = None
+    reading_count: int | None = None
+    decision: Decision | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    waited_seconds: float | None = None
+    job_name: str | None = None
+    log_config_map: str | None = Field(default=None, alias="logConfigMap")
+    energy_kwh: float | None = Field(default=None, alias="energyKWh")
+    energy_method: str | None = None
+    emissions_grams: float | None = None
+    baseline_emissions_grams: float | None = None
+    saved_grams: float | None = None
+    saved_percent: float | None = None
+    emissions_basis: str | None = None
+    trainer: TrainerResult | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The camelCase dict as stored in the object (unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def parse_status(raw: dict[str, Any] | None) -> CarbonAwareJobStatus:
+    """Parse a stored status, ignoring what does not fit (it is our own output)."""
+    try:
+        return CarbonAwareJobStatus.model_validate(raw or {})
+    except ValidationError:
+        return CarbonAwareJobStatus()

@@ -1,0 +1,185 @@
+"""Pure builders: the Job, the log ConfigMap, conditions and status patches."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+
+from carbonaware.kube import builders
+from carbonaware.kube.models import parse_spec
+
+UID = "0b6c2b8e-6c55-4a7e-9d7b-2f0d5b3f1a11"
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def _trainer_job(**spec_extra):
+    spec = parse_spec({"zone": "DE", "trainer": {"epochs": 2}, **spec_extra})
+    return builders.build_job_spec(
+        name="mnist", namespace="ml", uid=UID, spec=spec, default_trainer_image="trainer:dev"
+    )
+
+
+def test_job_name_is_deterministic_unique_per_uid_and_a_valid_label() -> None:
+    assert builders.job_name("mnist", UID) == builders.job_name("mnist", UID)
+    assert builders.job_name("mnist", UID) != builders.job_name("mnist", UID.replace("0", "1"))
+    long_name = builders.job_name("a" * 253, UID)
+    assert len(long_name) <= 63 and not long_name.startswith("-")
+
+
+def test_trainer_job_is_owned_locked_down_and_reports_by_termination_message() -> None:
+    job = _trainer_job()
+    assert job["metadata"]["name"] == builders.job_name("mnist", UID)
+    owner = job["metadata"]["ownerReferences"][0]
+    assert owner == {
+        "apiVersion": "carbonaware.io/v1alpha1",
+        "kind": "CarbonAwareJob",
+        "name": "mnist",
+        "uid": UID,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "trainer:dev"
+    assert container["args"][:4] == ["--epochs", "2", "--batch-size", "64"]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/tmp", "/work"} <= mounts  # writable scratch and checkpoints on a RO rootfs
+    assert pod["restartPolicy"] == "Never"
+    assert job["spec"]["backoffLimit"] == 0
+
+
+def test_trainer_image_and_data_volume_from_spec() -> None:
+    spec = parse_spec(
+        {"zone": "DE", "trainer": {"image": "me/t:1", "dataVolume": {"claimName": "mnist"}}}
+    )
+    job = builders.build_job_spec(
+        name="x", namespace="ml", uid=UID, spec=spec, default_trainer_image="trainer:dev"
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "me/t:1"
+    assert "--data-dir" in pod["containers"][0]["args"]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "mnist", "readOnly": True}} in (
+        pod["volumes"]
+    )
+
+
+def test_job_template_is_kept_and_owned() -> None:
+    template = {
+        "metadata": {"labels": {"team": "a"}},
+        "spec": {
+            "backoffLimit": 3,
+            "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+        },
+    }
+    spec = parse_spec({"zone": "DE", "jobTemplate": template})
+    job = builders.build_job_spec(
+        name="any", namespace="ml", uid=UID, spec=spec, default_trainer_image="unused"
+    )
+    assert job["spec"]["backoffLimit"] == 3
+    assert job["metadata"]["labels"]["team"] == "a"
+    assert job["metadata"]["labels"][builders.JOB_LABEL] == "any"
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert "restartPolicy" not in template["spec"]["template"]["spec"]  # input not mutated
+
+
+def test_log_configmap_holds_the_plot_only_when_it_fits() -> None:
+    small = builders.build_log_configmap(
+        name="mnist", namespace="ml", uid=UID, csv_text="t,i\n", plot_png=b"\x89PNG" * 10
+    )
+    assert small["metadata"]["name"] == "mnist-carbon-log"
+    assert base64.b64decode(small["binaryData"][builders.PLOT_KEY]) == b"\x89PNG" * 10
+    huge = builders.build_log_configmap(
+        name="mnist", namespace="ml", uid=UID, csv_text="x" * 900_000, plot_png=b"p" * 200_000
+    )
+    assert "binaryData" not in huge
+    assert huge["metadata"]["ownerReferences"][0]["uid"] == UID
+
+
+def test_condition_transition_time_moves_only_on_flip() -> None:
+    first = builders.set_condition(
+        [], type="Scheduled", status=False, reason="Waiting", message="a", generation=1, now=NOW
+    )
+    later = NOW + timedelta(minutes=5)
+    same = builders.set_condition(
+        first,
+        type="Scheduled",
+        status=False,
+        reason="Waiting",
+        message="b",
+        generation=2,
+        now=later,
+    )
+    assert same[0]["lastTransitionTime"] == "2026-01-01T12:00:00Z"
+    assert same[0]["message"] == "b" and same[0]["observedGeneration"] == 2
+    flipped = builders.set_condition(
+        same,
+        type="Scheduled",
+        status=True,
+        reason="JobCreated",
+        message="c",
+        generation=2,
+        now=later,
+    )
+    assert flipped[0]["lastTransitionTime"] == "2026-01-01T12:05:00Z"
+    assert len(flipped) == 1
+
+
+def test_status_patch_is_none_when_nothing_changed() -> None:
+    current = {"phase": "Waiting", "currentIntensity": 300.0}
+    assert builders.build_status_patch(current, dict(current)) is None
+    assert builders.build_status_patch(
+        current, {"phase": "Waiting", "currentIntensity": 150.0}
+    ) == {"currentIntensity": 150.0}
+
+
+def test_job_outcome_from_conditions() -> None:
+    assert builders.job_outcome({"status": {}}) == ("running", "")
+    done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    assert builders.job_outcome(done)[0] == "succeeded"
+    failed = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }
+            ]
+        }
+    }
+    assert builders.job_outcome(failed) == (
+        "failed",
+        "BackoffLimitExceeded: Job has reached the specified backoff limit",
+    )
+
+
+def test_trainer_result_from_the_newest_terminated_pod() -> None:
+    def pod(finished: str, message: str) -> dict:
+        terminated = {"exitCode": 0, "finishedAt": finished, "message": message}
+        return {
+            "status": {
+                "containerStatuses": [{"name": "trainer", "state": {"terminated": terminated}}]
+            }
+        }
+
+    pods = [
+        pod("2026-01-01T10:00:00Z", "OOMKilled"),
+        pod(
+            "2026-01-01T11:00:00Z",
+            json.dumps({"accuracy": 0.981, "epochs": 1, "energy_kwh": 0.002}),
+        ),
+    ]
+    message = builders.termination_message(pods)
+    result = builders.parse_trainer_result(message)
+    assert result is not None and result.accuracy == 0.981 and result.energy_kwh == 0.002
+    assert builders.parse_trainer_result("Traceback (most recent call last): ...") is None
+    assert builders.termination_message([{"status": {}}]) is None
