@@ -207,6 +207,24 @@ def gaussian_forecast(series: RegularSeries, sigma: float, seed: int) -> FixedFo
     return FixedForecast(f"gaussian:{sigma:g}", series.actual, predicted)
 
 
+def issued_forecast(series: RegularSeries, issued: pd.DataFrame, horizon: int) -> IssuedForecast:
+    """Forecasts as a provider issued them (columns ``request_time``, ``forecast_time``,
+    ``intensity``; e.g. WattTime's, 5 to 65 minutes ahead), on the series' steps. Leads a
+    forecast did not cover persist the current reading (see :class:`IssuedForecast`)."""
+    n = len(series.actual)
+    matrix = np.full((n, horizon), np.nan)
+    origin = ((issued["request_time"] - series.start) / series.step).to_numpy(float)
+    lead = ((issued["forecast_time"] - issued["request_time"]) / series.step).to_numpy(float)
+    usable = (origin == np.round(origin)) & (lead == np.round(lead)) & (origin >= 0) & (origin < n)
+    usable &= (lead >= 1) & (lead < horizon)
+    matrix[origin[usable].astype(int), lead[usable].astype(int)] = issued["intensity"].to_numpy(
+        float
+    )[usable]
+    if not usable.any():
+        raise BacktestError("none of the issued forecasts falls on the trace's steps")
+    return IssuedForecast("real", series.actual, matrix)
+
+
 def own_forecast(series: RegularSeries, horizon: int) -> IssuedForecast:
     """The project's own forecaster issued at every step for the next ``horizon`` steps.
 

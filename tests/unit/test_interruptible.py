@@ -1,0 +1,105 @@
+"""Interruptible jobs: the offline plan and the operator's online run-or-pause rule."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from carbonaware.core.interruptible import (
+    cleanest_steps,
+    interruptible_window,
+    run_or_pause,
+    should_run,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+intensities = st.lists(
+    st.floats(min_value=0, max_value=900, allow_nan=False, allow_infinity=False),
+    min_size=2,
+    max_size=10,
+)
+
+
+def simulate(actual, forecast, job_steps, hysteresis):
+    """Step one job through its window as the operator would, one should_run call per step."""
+    ran, remaining, running = [], job_steps, False
+    for step in range(len(actual)):
+        running = should_run(forecast[step:], remaining, running, hysteresis)
+        ran.append(running)
+        remaining -= running
+    return np.array(ran)
+
+
+@given(intensities, st.data())
+def test_plan_is_the_cleanest_combination(values, data):
+    job_steps = data.draw(st.integers(1, len(values)))
+    mask = cleanest_steps(np.array(values), job_steps)
+    best = min(sum(c) for c in itertools.combinations(values, job_steps))
+    assert mask.sum() == job_steps
+    assert np.array(values)[mask].sum() == pytest.approx(best)
+
+
+@settings(max_examples=150)
+@given(intensities, st.data())
+def test_online_rule_covers_the_job_and_finishes_in_time(values, data):
+    """Whatever the forecast error, the job runs exactly its length inside its window."""
+    job_steps = data.draw(st.integers(1, len(values)))
+    noise = data.draw(st.lists(st.floats(-0.9, 2.0), min_size=len(values), max_size=len(values)))
+    forecast = np.array(values) * (1 + np.array(noise))
+    hysteresis = data.draw(st.sampled_from([0.0, 0.05, 0.5]))
+    ran = simulate(np.array(values), forecast, job_steps, hysteresis)
+    assert ran.sum() == job_steps  # exactly the job's length, never more
+    assert len(ran) == len(values)  # the window ends at the latest finish
+
+
+@given(intensities, st.data())
+def test_online_rule_with_perfect_forecast_matches_the_plan(values, data):
+    job_steps = data.draw(st.integers(1, len(values)))
+    actual = np.array(values)
+    ran = simulate(actual, actual, job_steps, hysteresis=0.0)
+    best = min(sum(c) for c in itertools.combinations(values, job_steps))
+    assert actual[ran].sum() == pytest.approx(best)
+
+
+def test_hysteresis_keeps_a_running_job_running_near_the_cutoff():
+    # Two clean hours, then readings that hover a hair above and below each other.
+    actual = np.array([100, 100, 203, 200, 204, 201, 205, 202, 900, 900], dtype=float)
+    flappy = simulate(actual, actual, 6, hysteresis=0.0)
+    steady = simulate(actual, actual, 6, hysteresis=0.05)
+
+    def segments(ran):
+        return int(np.sum(ran & ~np.concatenate(([False], ran[:-1]))))
+
+    assert segments(flappy) > 1
+    assert segments(steady) == 1
+    assert steady.sum() == flappy.sum() == 6
+
+
+def test_no_slack_forces_a_run_even_on_a_dirty_step():
+    assert should_run(np.array([900.0, 10.0]), 2, running=False)
+    assert not should_run(np.array([900.0, 10.0]), 1, running=False)
+    assert not should_run(np.array([10.0, 10.0]), 0, running=True)  # finished
+
+
+def test_vectorised_form_decides_each_row_like_the_single_job_form():
+    rng = np.random.default_rng(7)
+    forecast = rng.uniform(0, 500, size=(50, 12))
+    remaining = rng.integers(0, 13, size=50)
+    running = rng.random(50) < 0.5
+    together = run_or_pause(forecast, remaining, running, 0.1)
+    one_by_one = [
+        should_run(f, r, b, 0.1) for f, r, b in zip(forecast, remaining, running, strict=True)
+    ]
+    assert together.tolist() == one_by_one
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(ValueError):
+        cleanest_steps(np.array([1.0, 2.0]), 3)
+    with pytest.raises(ValueError):
+        run_or_pause(np.array([1.0]), 1, False, hysteresis=-0.1)
+    with pytest.raises(ValueError):
+        interruptible_window(0, 0, 5)
+    assert interruptible_window(10, 4, 24) == (10, 38)
