@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# A Docker engine for the tests, without any registry:
+#   hack/docker.sh up       install Debian's docker.io if missing, start dockerd if no engine
+#                           answers, create the base image python:3.11-slim-bookworm locally
+#   hack/docker.sh down     stop the dockerd this script started (an engine it found is left alone)
+#   hack/docker.sh status   say whether an engine answers and whether the base image exists
+#
+# No registry can be reached here, so the base image the Dockerfiles name in FROM is made from
+# a debootstrap of Debian bookworm (the same Python 3.11 as python:3.11-slim-bookworm) and
+# `docker import`ed under that tag. The rootfs tarball is cached outside the checkout in
+# ${CARBONAWARE_CACHE:-~/.cache/carbonaware}/base/, keyed by BASE_VERSION, so warm runs take
+# seconds. Containers reach Debian and PyPI through the same gateway as the host, so the image
+# gets the host's apt sources and CA bundle.
+#
+# Env: DOCKER_STATE_DIR (pidfile and log of a dockerd started here; default
+# /tmp/carbonaware-docker), CARBONAWARE_CACHE, BASE_IMAGE (default python:3.11-slim-bookworm).
+# On failure the last line on stderr says why (tests print it when they skip).
+set -euo pipefail
+
+state_dir="${DOCKER_STATE_DIR:-/tmp/carbonaware-docker}"
+cache_dir="${CARBONAWARE_CACHE:-$HOME/.cache/carbonaware}/base"
+base_image="${BASE_IMAGE:-python:3.11-slim-bookworm}"
+# Bump when the recipe below changes: the cached rootfs is keyed by it.
+base_version="bookworm-minbase-python3-v1"
+base_packages="python3,python3-venv,python3-pip,ca-certificates"
+mirror="$(awk '$1 == "URIs:" {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
+mirror="${mirror:-http://deb.debian.org/debian}"
+
+log() { echo "docker.sh: $*" >&2; }
+die() {
+  log "$*"
+  exit 1
+}
+# Runs a step and prints how long it took.
+timed() {
+  local what="$1" start=$SECONDS
+  shift
+  "$@"
+  log "$what took $((SECONDS - start)) s"
+}
+
+engine_answers() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+apt_install() {
+  [[ $(id -u) == 0 ]] || die "installing $* needs root (apt-get)"
+  # One `apt-get update` per run, and only when something is missing.
+  if [[ -z "${_apt_updated:-}" ]]; then
+    apt-get update -qq >/dev/null || die "apt-get update failed (is the Debian mirror reachable?)"
+    _apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
+    die "apt-get install $* failed"
+}
+
+ensure_packages() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v iptables >/dev/null || missing+=(iptables)
+  command -v docker >/dev/null || missing+=(docker.io)
+  if ((${#missing[@]})); then timed "installing ${missing[*]}" apt_install "${missing[@]}"; fi
+}
+
+ours_running() {
+  [[ -f "$state_dir/dockerd.pid" ]] && kill -0 "$(cat "$state_dir/dockerd.pid")" 2>/dev/null
+}
+
+start_dockerd() {
+  mkdir -p "$state_dir"
+  # Debian's docker.io runs its containerd as a child of dockerd (not a system containerd),
+  # so the node's containerd (hack/node.sh, own socket) never shares state with it.
+  setsid dockerd --pidfile "$state_dir/dockerd.pid" >"$state_dir/dockerd.log" 2>&1 </dev/null &
+  echo $! >"$state_dir/dockerd.launcher.pid"
+  local deadline=$((SECONDS + 60))
+  until engine_answers; do
+    if ! kill -0 "$(cat "$state_dir/dockerd.launcher.pid")" 2>/dev/null; then
+      tail -n 20 "$state_dir/dockerd.log" >&2 || true
+      die "dockerd exited at start (log: $state_dir/dockerd.log)"
+    fi
+    ((SECONDS < deadline)) || die "dockerd did not answer within 60 s (log: $state_dir/dockerd.log)"
+    sleep 0.5
+  done
+  touch "$state_dir/started-here"
+}
+
+run_debootstrap() {
+  debootstrap --variant=minbase --include="$base_packages" bookworm "$1" "$mirror" \
+    >"$cache_dir/debootstrap.log" 2>&1 ||
+    die "debootstrap failed (log: $cache_dir/debootstrap.log)"
+}
+
+# debootstrap of bookworm + Python, with the host's apt mirror, CA bundle and pip config.
+build_rootfs_tarball() {
+  local tarball="$1" root
+  command -v debootstrap >/dev/null || timed "installing debootstrap" apt_install debootstrap
+  root="$(mktemp -d "$cache_dir/rootfs.XXXXXX")"
+  # shellcheck disable=SC2064
+  trap "rm -rf '$root'" RETURN
+  timed "debootstrap bookworm ($base_packages)" run_debootstrap "$root"
+
+  # Same mirror and gateway as the host (deb.debian.org resolves to the gateway here).
+  rm -f "$root/etc/apt/sources.list"
+  cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/" 2>/dev/null ||
+    echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
+  # The mirror serves a frozen snapshot whose Release files are past Valid-Until.
+  printf 'Acquire::Check-Valid-Until "false";\nAcquire::Check-Date "false";\n' \
+    >"$root/etc/apt/apt.conf.d/99snapshot"
+  # The gateway's CAs: in the bundle, and where update-ca-certificates keeps them.
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/" 2>/dev/null ||
+    true
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+  printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$root/etc/pip.conf"
+  # Like the official image: `pip install` into the image's Python works, `python` exists.
+  rm -f "$root"/usr/lib/python3*/EXTERNALLY-MANAGED
+  ln -sf /usr/bin/python3 "$root/usr/local/bin/python"
+  ln -sf /usr/bin/pip3 "$root/usr/local/bin/pip"
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+  timed "packing the rootfs" tar -C "$root" --numeric-owner -cf "$tarball.tmp" .
+  mv -f "$tarball.tmp" "$tarball"
+}
+
+ensure_base_image() {
+  if docker image inspect "$base_image" >/dev/null 2>&1; then
+    log "base image $base_image present"
+    return
+  fi
+  mkdir -p "$cache_dir"
+  local tarball="$cache_dir/$base_version.tar"
+  [[ -s "$tarball" ]] || build_rootfs_tarball "$tarball"
+  timed "docker import $base_image" docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
+    --change 'ENV PIP_DISABLE_PIP_VERSION_CHECK=1' \
+    --change 'CMD ["python3"]' \
+    --message "debootstrap $base_version (hack/docker.sh)" \
+    "$tarball" "$base_image" >/dev/null
+}
+
+up() {
+  local start=$SECONDS
+  ensure_packages
+  if engine_answers; then
+    log "engine $(docker version --format '{{.Server.Version}}') already answers"
+  else
+    timed "starting dockerd" start_dockerd
+  fi
+  ensure_base_image
+  log "up in $((SECONDS - start)) s"
+}
+
+down() {
+  if ! ours_running; then
+    log "no dockerd started by this script is running"
+    rm -f "$state_dir/started-here"
+    return
+  fi
+  local pid
+  pid="$(cat "$state_dir/dockerd.pid")"
+  kill "$pid"
+  for _ in $(seq 60); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  kill -0 "$pid" 2>/dev/null && die "dockerd (pid $pid) did not stop within 30 s"
+  rm -f "$state_dir/started-here" "$state_dir/dockerd.launcher.pid"
+  log "stopped dockerd (pid $pid)"
+}
+
+status() {
+  if engine_answers; then
+    echo "engine: $(docker version --format '{{.Server.Version}}')$(ours_running && echo ' (started by hack/docker.sh)')"
+  else
+    echo "engine: not answering"
+    return 1
+  fi
+  if docker image inspect "$base_image" >/dev/null 2>&1; then
+    echo "base image: $base_image"
+  else
+    echo "base image: $base_image missing"
+    return 1
+  fi
+}
+
+case "${1:-}" in
+up) up ;;
+down) down ;;
+status) status ;;
+*)
+  echo "usage: $0 up|down|status" >&2
+  exit 2
+  ;;
+esac
