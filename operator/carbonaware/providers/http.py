@@ -49,7 +49,7 @@ def make_session(
     retry = Retry(
         total=retries,
         connect=retries,
-        read=0,
+        read=False,  # re-raise read timeouts at once (see below)
         status=retries,
         other=0,
         status_forcelist=RETRY_STATUSES,
