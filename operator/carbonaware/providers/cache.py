@@ -1,0 +1,164 @@
+"""A TTL cache shared by every job: one request per (provider, zone, kind) per interval.
+
+1,000 jobs in one zone ask the cache, not the API: the first caller after the entry expires
+fetches (the others that arrive meanwhile wait for that same fetch: single flight), and all of
+them get the same readings until the TTL passes. Failures that are the provider's answer
+(ProviderError) are cached too, for ``error_ttl_seconds``, so a rate-limited or down API is
+not hammered by every job at once.
+
+Thread-safe; the ``a*`` methods run the lookup in a worker thread for asyncio callers. Note
+for replays: the TTL is in ``clock`` seconds (wall time), so at ``speed=3600`` a 60 s TTL
+spans an hour of trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from carbonaware.core.model import Reading
+from carbonaware.providers.base import Provider, ProviderError
+
+_PRUNE_ABOVE = 4096
+
+
+@dataclass
+class _Entry:
+    expires: float
+    value: Any = None
+    error: ProviderError | None = None
+
+
+def cache_key(provider: Provider) -> str:
+    """Identifies a provider's configuration (not its secrets): name, base URL, basis ..."""
+    return str(getattr(provider, "cache_key", provider.name))
+
+
+class ProviderCache:
+    """Caches ``latest``/``forecast``/``history`` per (provider, zone, kind) for a TTL."""
+
+    def __init__(
+        self,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        error_ttl_seconds: float | None = None,
+    ) -> None:
+        if ttl_seconds < 0:
+            raise ValueError(f"ttl_seconds must be >= 0, got {ttl_seconds}")
+        self.ttl = float(ttl_seconds)
+        self.error_ttl = min(self.ttl, 30.0) if error_ttl_seconds is None else error_ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str, str], _Entry] = {}
+        self._inflight: dict[tuple[str, str, str], Future] = {}
+        self.hits = 0
+        self.misses = 0  # requests actually made to a provider
+
+    def latest(self, provider: Provider, zone: str) -> Reading:
+        return self._get(provider, zone, "latest", lambda: provider.latest(zone))
+
+    def forecast(self, provider: Provider, zone: str) -> list[Reading]:
+        return list(self._get(provider, zone, "forecast", lambda: provider.forecast(zone)))
+
+    def history(self, provider: Provider, zone: str) -> list[Reading]:
+        return list(self._get(provider, zone, "history", lambda: provider.history(zone)))
+
+    async def alatest(self, provider: Provider, zone: str) -> Reading:
+        return await asyncio.to_thread(self.latest, provider, zone)
+
+    async def aforecast(self, provider: Provider, zone: str) -> list[Reading]:
+        return await asyncio.to_thread(self.forecast, provider, zone)
+
+    async def ahistory(self, provider: Provider, zone: str) -> list[Reading]:
+        return await asyncio.to_thread(self.history, provider, zone)
+
+    def wrap(self, provider: Provider) -> CachedProvider:
+        """``provider`` behind this cache, still a Provider."""
+        return CachedProvider(provider, self)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def _get(self, provider: Provider, zone: str, kind: str, call: Callable[[], Any]) -> Any:
+        key = (cache_key(provider), zone, kind)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.expires > self._clock():
+                self.hits += 1
+                return _unwrap(entry)
+            future = self._inflight.get(key)
+            leader = future is None
+            if leader:
+                future = Future()
+                self._inflight[key] = future
+                self.misses += 1
+            else:
+                self.hits += 1
+        if not leader:
+            return future.result()  # re-raises the leader's error
+        try:
+            value = call()
+        except ProviderError as exc:
+            self._settle(key, _Entry(self._clock() + self.error_ttl, error=exc))
+            future.set_exception(exc)
+            raise
+        except BaseException as exc:  # a bug, not an answer: do not cache it
+            self._settle(key, None)
+            future.set_exception(exc)
+            raise
+        self._settle(key, _Entry(self._clock() + self.ttl, value=value))
+        future.set_result(value)
+        return value
+
+    def _settle(self, key: tuple[str, str, str], entry: _Entry | None) -> None:
+        with self._lock:
+            self._inflight.pop(key, None)
+            if entry is None:
+                return
+            self._entries[key] = entry
+            if len(self._entries) > _PRUNE_ABOVE:
+                now = self._clock()
+                for stale in [k for k, e in self._entries.items() if e.expires <= now]:
+                    del self._entries[stale]
+
+
+def _unwrap(entry: _Entry) -> Any:
+    if entry.error is not None:
+        raise entry.error
+    return entry.value
+
+
+class CachedProvider:
+    """A Provider whose calls go through a shared ProviderCache; other attributes (such as
+    a replay's ``now()`` or a chain's ``status()``) pass through to the wrapped provider."""
+
+    def __init__(self, provider: Provider, cache: ProviderCache) -> None:
+        self.inner = provider
+        self.cache = cache
+        self.name = provider.name
+
+    @property
+    def cache_key(self) -> str:
+        return cache_key(self.inner)
+
+    def __repr__(self) -> str:
+        return f"CachedProvider({self.inner!r}, ttl={self.cache.ttl:g}s)"
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.inner, attribute)
+
+    def latest(self, zone: str) -> Reading:
+        return self.cache.latest(self.inner, zone)
+
+    def forecast(self, zone: str) -> list[Reading]:
+        return self.cache.forecast(self.inner, zone)
+
+    def history(self, zone: str) -> list[Reading]:
+        return self.cache.history(self.inner, zone)

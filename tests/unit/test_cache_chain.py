@@ -1,0 +1,188 @@
+"""The shared cache and the fallback chain, against a real loopback HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from carbonaware.providers.base import (
+    ProviderUnavailableError,
+    UnknownZoneError,
+)
+from carbonaware.providers.cache import ProviderCache
+from carbonaware.providers.chain import FallbackChain
+from carbonaware.providers.electricitymaps import ElectricityMapsProvider
+from carbonaware.providers.http import make_session
+from carbonaware.providers.replay import ReplayProvider
+from carbonaware.providers.static import StaticProvider
+from werkzeug import Response
+
+TOKEN = "tok-cache-test"
+LATEST = "/v3/carbon-intensity/latest"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def answer(value: float, delay: float = 0.0):
+    """A handler that answers slowly enough for concurrent callers to overlap."""
+
+    def handle(request):
+        time.sleep(delay)
+        zone = request.args["zone"]
+        return Response(
+            f'{{"zone": "{zone}", "carbonIntensity": {value}, '
+            f'"datetime": "2024-01-01T10:00:00.000Z", "isEstimated": false}}',
+            content_type="application/json",
+        )
+
+    return handle
+
+
+@pytest.fixture
+def em(httpserver):
+    return ElectricityMapsProvider(
+        TOKEN, base_url=httpserver.url_for("/"), timeout=5, session=make_session(retries=0)
+    )
+
+
+def requests_to(httpserver, path: str = LATEST) -> int:
+    return sum(1 for request, _ in httpserver.log if request.path == path)
+
+
+def test_a_thousand_jobs_in_one_zone_make_one_request_per_interval(httpserver, em):
+    httpserver.expect_request(LATEST).respond_with_handler(answer(123.0, delay=0.3))
+    clock = FakeClock()
+    cache = ProviderCache(ttl_seconds=300, clock=clock)
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        readings = list(pool.map(lambda _: cache.latest(em, "GB"), range(1000)))
+    assert requests_to(httpserver) == 1
+    assert {r.intensity for r in readings} == {123.0}
+    assert cache.misses == 1 and cache.hits == 999
+
+    clock.now += 299  # still fresh
+    cache.latest(em, "GB")
+    assert requests_to(httpserver) == 1
+    clock.now += 2  # expired: the next interval makes one more request
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        list(pool.map(lambda _: cache.latest(em, "GB"), range(1000)))
+    assert requests_to(httpserver) == 2
+
+    cache.latest(em, "FR")  # another zone is another key
+    assert requests_to(httpserver) == 3
+
+
+def test_asyncio_callers_share_one_request(httpserver, em):
+    httpserver.expect_request(LATEST).respond_with_handler(answer(80.0, delay=0.3))
+    cache = ProviderCache(ttl_seconds=60)
+
+    async def many():
+        return await asyncio.gather(*(cache.alatest(em, "DE") for _ in range(200)))
+
+    readings = asyncio.run(many())
+    assert len(readings) == 200 and requests_to(httpserver) == 1
+
+
+def test_failures_are_shared_and_cached_briefly(httpserver, em):
+    httpserver.expect_request(LATEST).respond_with_handler(
+        lambda _: (time.sleep(0.2), Response("down", status=503))[1]
+    )
+    clock = FakeClock()
+    cache = ProviderCache(ttl_seconds=300, clock=clock, error_ttl_seconds=20)
+    errors = []
+
+    def call(_):
+        try:
+            cache.latest(em, "GB")
+        except ProviderUnavailableError as exc:
+            errors.append(exc)
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        list(pool.map(call, range(300)))
+    assert len(errors) == 300 and requests_to(httpserver) == 1
+    assert "HTTP 503" in str(errors[0])
+    clock.now += 21  # a failure is remembered for the error TTL only
+    with pytest.raises(ProviderUnavailableError):
+        cache.latest(em, "GB")
+    assert requests_to(httpserver) == 2
+
+
+def test_kinds_and_providers_are_cached_separately(traces_dir):
+    replay = ReplayProvider(
+        traces_dir / "electricitymaps" / "GB_2022_hourly.csv", speed=3600, clock=lambda: 0.0
+    )
+    calls = {"n": 0}
+    lock = threading.Lock()
+
+    class Counting(StaticProvider):
+        def latest(self, zone):
+            with lock:
+                calls["n"] += 1
+            return super().latest(zone)
+
+    cache = ProviderCache(ttl_seconds=60)
+    cached = cache.wrap(replay)
+    assert len(cached.history("GB")) == 1 and len(cached.forecast("GB")) == 48
+    assert cached.now() == replay.now()  # replay's trace clock passes through the wrapper
+    first, second = Counting(100.0), Counting(200.0)
+    assert cache.latest(first, "GB").intensity == 100.0
+    assert cache.latest(second, "GB").intensity == 200.0  # different config, different key
+    assert cache.latest(first, "GB").intensity == 100.0
+    assert calls["n"] == 2
+
+
+def test_chain_falls_back_and_says_why(httpserver, em, traces_dir):
+    httpserver.expect_request(LATEST).respond_with_data("maintenance", status=503)
+    replay = ReplayProvider(
+        traces_dir / "electricitymaps" / "GB_2022_hourly.csv", speed=3600, clock=lambda: 0.0
+    )
+    chain = FallbackChain([em, replay])
+    reading = chain.latest("GB")
+    assert reading.provider == "replay" and reading.intensity == pytest.approx(52.2)
+    status = chain.status("GB")
+    assert status.fell_back and status.answered_by == "replay"
+    assert isinstance(status.failures[0], ProviderUnavailableError)
+    assert "electricitymaps zone 'GB'" in str(status.failures[0])
+    assert "HTTP 503" in str(status.failures[0])
+
+    httpserver.clear()
+    httpserver.expect_request(LATEST).respond_with_handler(answer(99.0))
+    assert chain.latest("GB").provider == "electricitymaps"
+    assert not chain.status("GB").fell_back
+
+
+def test_chain_when_every_provider_fails(httpserver, em, traces_dir):
+    httpserver.expect_request(LATEST).respond_with_json(
+        {"status": "error", "message": "Zone 'ZZ' does not exist."}, status=404
+    )
+    replay = ReplayProvider(
+        traces_dir / "electricitymaps" / "GB_2022_hourly.csv", clock=lambda: 0.0
+    )
+    chain = FallbackChain([em, replay])
+    with pytest.raises(UnknownZoneError) as info:
+        chain.latest("ZZ")  # unknown to both: still an unknown-zone error
+    assert "electricitymaps" in str(info.value) and "replay" in str(info.value)
+    assert chain.status("ZZ").answered_by is None
+    httpserver.clear()
+    httpserver.expect_request(LATEST).respond_with_data("x", status=500)
+    with pytest.raises(ProviderUnavailableError, match="every provider failed"):
+        chain.latest("DE")
+
+
+def test_cached_chain_still_makes_one_request(httpserver, em):
+    httpserver.expect_request(LATEST).respond_with_handler(answer(55.0, delay=0.2))
+    cache = ProviderCache(ttl_seconds=60)
+    chained = cache.wrap(FallbackChain([em, StaticProvider(500.0)]))
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        readings = list(pool.map(lambda _: chained.latest("PL"), range(500)))
+    assert {r.provider for r in readings} == {"electricitymaps"}
+    assert requests_to(httpserver) == 1
+    assert chained.status("PL").answered_by == "electricitymaps"
