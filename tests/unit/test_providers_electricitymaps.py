@@ -112,6 +112,7 @@ def test_history_and_forecast_from_the_real_trace(httpserver, em, gb):
     )
     history = em.history("GB")
     assert [r.intensity for r in history] == pytest.approx(list(past))
+    assert history[0].timestamp == past.index[0].to_pydatetime()
     assert history[-1].timestamp == NOW.to_pydatetime()
     forecast = em.forecast("GB")
     assert len(forecast) == 24 and all(r.forecast for r in forecast)
@@ -191,6 +192,27 @@ def test_timeout_is_unavailable_and_quick(httpserver, httpserver_url):
     assert time.monotonic() - started < 0.7  # not retried
     assert "zone 'GB'" in str(info.value) and TOKEN not in str(info.value)
     time.sleep(0.7)  # let the one-threaded server finish before the next test
+
+
+def test_hours_without_a_value_are_left_out(httpserver, em, gb):
+    hours = gb[NOW - pd.Timedelta(hours=2) : NOW]
+    points = [point("GB", t, v) for t, v in hours.items()]
+    points[1]["carbonIntensity"] = None  # the API leaves gaps as null
+    httpserver.expect_request("/v3/carbon-intensity/history").respond_with_json(
+        {"zone": "GB", "history": points}
+    )
+    history = em.history("GB")
+    assert [r.timestamp for r in history] == [hours.index[0], hours.index[2]]
+
+
+def test_unreachable_server_is_unavailable():
+    # Port 9 (discard) on loopback: nothing listens there, so the connection is refused.
+    provider = ElectricityMapsProvider(
+        TOKEN, base_url="http://127.0.0.1:9", session=make_session(backoff_factor=0.01)
+    )
+    with pytest.raises(ProviderUnavailableError, match="cannot reach") as info:
+        provider.latest("GB")
+    assert "electricitymaps zone 'GB'" in str(info.value) and TOKEN not in str(info.value)
 
 
 @pytest.mark.parametrize(

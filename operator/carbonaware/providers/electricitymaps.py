@@ -55,12 +55,15 @@ class ElectricityMapsProvider:
 
     def latest(self, zone: str) -> Reading:
         body = self._get("latest", zone)
-        return self._reading(zone, _require_dict(body, zone), forecast=False)
+        reading = self._reading(zone, _require_dict(body, zone), forecast=False)
+        if reading is None:
+            raise ProviderUnavailableError(self.name, zone, "no current value (null)")
+        return reading
 
     def history(self, zone: str) -> list[Reading]:
         body = self._get("history", zone)
         points = _require_list(body, "history", zone)
-        readings = [self._reading(zone, p, forecast=False) for p in points]
+        readings = [r for p in points if (r := self._reading(zone, p, forecast=False))]
         return sorted(readings, key=lambda r: r.timestamp)
 
     def forecast(self, zone: str) -> list[Reading]:
@@ -68,7 +71,7 @@ class ElectricityMapsProvider:
         points = _require_list(body, "forecast", zone)
         if not points:
             raise NoForecastError(self.name, zone, "the forecast came back empty")
-        readings = [self._reading(zone, p, forecast=True) for p in points]
+        readings = [r for p in points if (r := self._reading(zone, p, forecast=True))]
         return sorted(readings, key=lambda r: r.timestamp)
 
     def _get(self, kind: str, zone: str) -> Any:
@@ -98,11 +101,12 @@ class ElectricityMapsProvider:
             classify=classify,
         )
 
-    def _reading(self, zone: str, point: Any, *, forecast: bool) -> Reading:
+    def _reading(self, zone: str, point: Any, *, forecast: bool) -> Reading | None:
+        """The reading in ``point``; None where the API has no value (``null``) for it."""
         try:
             intensity = point["carbonIntensity"]
             if intensity is None:
-                raise ValueError("carbonIntensity is null")
+                return None
             basis = {"direct": Basis.DIRECT, "lifecycle": Basis.LIFECYCLE}.get(
                 point.get("emissionFactorType") or "", self.basis
             )
