@@ -144,7 +144,8 @@ def _table(report: list[dict]) -> str:
     default=0.05,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Interruptible jobs keep running within this fraction above the plan's cutoff.",
+    help="Interruptible jobs keep running up to this fraction of the forecast's range "
+    "above the plan's cutoff (fewer suspend/resume cycles).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def command(

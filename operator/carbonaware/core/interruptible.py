@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_HYSTERESIS = 0.05  # keep running while within 5 % of the plan's cutoff
+DEFAULT_HYSTERESIS = 0.05  # keep running while within 5 % of the forecast's range of the cutoff
 
 
 def cleanest_steps(intensities: np.ndarray, job_steps: int) -> np.ndarray:
@@ -59,8 +59,13 @@ def run_or_pause(
     step) for every step left before the job's latest finish, so ``forecast.shape[-1]`` is the
     number of steps left. ``remaining_steps`` is the work left; ``running`` whether the job ran
     in the previous step. A job runs when the current step is among the ``remaining_steps``
-    cleanest steps left, when it is already running and the current step is within
-    ``hysteresis`` of that cutoff, or when it has no slack left. Finished jobs never run.
+    cleanest steps left, when it is already running and the current step is above that cutoff
+    by at most ``hysteresis`` × the forecast's range (max - min), or when it has no slack left.
+    Finished jobs never run.
+
+    The band scales with the forecast's range, not its level: on a flat grid (a daily swing of
+    a few percent) a band of 5 % of the level would swallow the whole swing and keep a job
+    running through its dirtiest hours.
     """
     values = np.atleast_2d(np.asarray(forecast, dtype=float))
     steps_left = values.shape[-1]
@@ -72,7 +77,8 @@ def run_or_pause(
     # x is within the w cleanest steps  <=>  fewer than w steps are strictly cleaner than x
     # (counting is O(n) where finding the w-th smallest per row would need a sort).
     in_plan = (values < now).sum(axis=1) < remaining
-    near_plan = (values < now / (1.0 + hysteresis)).sum(axis=1) < remaining
+    band = hysteresis * (values.max(axis=1, keepdims=True) - values.min(axis=1, keepdims=True))
+    near_plan = (values < now - band).sum(axis=1) < remaining
     no_slack = remaining >= steps_left
     return (remaining > 0) & (in_plan | (was_running & near_plan) | no_slack)
 
