@@ -1,0 +1,77 @@
+"""Checkpoints: one file per run directory, replaced atomically (write a temp file, then rename).
+
+A checkpoint holds everything needed to continue bit-for-bit: model, optimiser, LR scheduler,
+the position (epoch and step within it: the epoch's permutation is a pure function of seed and
+epoch, so the same step continues the same order), the RNG states that dropout draws from,
+and the settings that give `step` its meaning.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT_VERSION = 1
+# Settings a resumed run must share with the run that wrote the checkpoint.
+RESUME_KEYS = ("seed", "batch_size", "train_samples")
+
+
+class CheckpointError(Exception):
+    """A checkpoint exists but cannot be used (corrupt, or written with other settings)."""
+
+
+def checkpoint_path(directory: Path) -> Path:
+    return directory / CHECKPOINT_NAME
+
+
+def save_checkpoint(directory: Path, state: dict[str, Any]) -> Path:
+    """Write `state` to `<directory>/checkpoint.pt` atomically; returns the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = checkpoint_path(directory)
+    handle, temp_name = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save({"format": FORMAT_VERSION, **state}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _load(path: Path) -> dict[str, Any]:
+    # weights_only (1.13+) unpickles tensors and plain containers only: a checkpoint from a
+    # shared volume cannot run code.
+    if "weights_only" in inspect.signature(torch.load).parameters:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu")
+
+
+def load_checkpoint(directory: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint in `directory`, None if there is none; refuses one with other settings."""
+    path = checkpoint_path(directory)
+    if not path.is_file():
+        return None
+    try:
+        state = _load(path)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    if state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has an unknown format {state.get('format')!r}")
+    saved = state.get("settings", {})
+    differing = [key for key in RESUME_KEYS if saved.get(key) != settings.get(key)]
+    if differing:
+        wanted = ", ".join(f"{key}={saved.get(key)}" for key in differing)
+        raise CheckpointError(
+            f"checkpoint {path} was written with {wanted}; rerun with the same settings "
+            f"or use another --checkpoint-dir"
+        )
+    return state
