@@ -55,6 +55,15 @@ def test_speed_maps_wall_seconds_to_trace_hours(gb_path, gb):
     assert not latest.forecast
 
 
+def test_now_is_plain_microsecond_time_without_warnings(gb_path, recwarn):
+    clock = FakeClock()
+    replay = ReplayProvider(gb_path, speed=1, clock=clock)
+    clock.now += 1200 + 3e-7  # 20 min and 300 ns: finer than a datetime holds
+    assert replay.now() == utc(2022, 1, 1, 0, 20)
+    assert replay.latest("GB").timestamp == utc(2022, 1, 1)
+    assert not [w for w in recwarn if "nanoseconds" in str(w.message)]
+
+
 def test_start_offset_and_absolute_start(gb_path):
     clock = FakeClock()
     assert ReplayProvider(gb_path, speed=60, start="36h", clock=clock).now() == utc(2022, 1, 2, 12)

@@ -85,7 +85,8 @@ class ReplayProvider:
     def now(self) -> datetime:
         """The current instant in trace time (aware UTC)."""
         elapsed = (self._clock() - self._t0) * self.speed
-        return (self._anchor + pd.Timedelta(seconds=elapsed)).to_pydatetime()
+        # datetime arithmetic (microseconds), not pandas (nanoseconds): no precision warning.
+        return self._anchor.to_pydatetime() + timedelta(seconds=elapsed)
 
     # --- Provider -----------------------------------------------------------------------
 
