@@ -8,7 +8,7 @@ before a schema change, a CRD installed without its rules).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -59,21 +59,14 @@ class ProviderSource(_Camel):
     basis: Literal["direct", "lifecycle"] | None = None
     trace: str | None = None
     speed: float | None = Field(default=None, gt=0)
-    start: datetime | None = None
+    start: str | None = None  # replay: ISO time in the trace or an offset ("36h")
     value: float | None = Field(default=None, ge=0)
 
 
-class ProviderSpec(_Camel):
-    """The job's provider; ``name`` None means the operator's default provider."""
+class ProviderSpec(ProviderSource):
+    """The job's provider (``name`` None: the operator's default) and its fallbacks."""
 
     name: ProviderName | None = None
-    secret_ref: SecretRef | None = None
-    base_url: str | None = None
-    basis: Literal["direct", "lifecycle"] | None = None
-    trace: str | None = None
-    speed: float | None = Field(default=None, gt=0)
-    start: datetime | None = None
-    value: float | None = Field(default=None, ge=0)
     fallback: tuple[ProviderSource, ...] = ()
 
 

@@ -1,0 +1,776 @@
+"""kopf handlers: the thin shell between Kubernetes and the core.
+
+One timer per CarbonAwareJob (interval = the operator's poll floor) reconciles it. The data
+flows one way: provider → reading → log → policy → decision → Job → trainer result →
+accounting → status. Every object and status patch comes from a pure builder; this module
+only reads, calls the core, and writes. Nothing sleeps in a handler.
+
+Crash safety: the Job name is a function of the CarbonAwareJob's name and uid and Jobs are
+created with create → 409 → adopt, so a restart at any point never makes a second Job; the
+intensity log lives in a ConfigMap, so readings survive restarts.
+
+Time base: a replayed trace runs on its own clock (trace time, anchored at the job's
+creation so a restart resumes where it was); every time in status then is trace time and
+``status.clock`` says ``replay``. Otherwise it is wall time.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from carbonaware.core import accounting
+from carbonaware.core.intensity_log import IntensityLog
+from carbonaware.core.model import Reading, utc
+from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
+from carbonaware.kube import builders, metrics
+from carbonaware.kube.builders import GROUP, PLURAL, VERSION, iso, parse_time
+from carbonaware.kube.models import (
+    TERMINAL_PHASES,
+    CarbonAwareJobSpec,
+    ProviderSource,
+    SpecError,
+    TrainerResult,
+    parse_spec,
+)
+from carbonaware.kube.settings import OperatorSettings
+from carbonaware.providers.base import (
+    ConfigError,
+    NoForecastError,
+    Provider,
+    ProviderError,
+    RateLimitedError,
+    UnknownZoneError,
+)
+from carbonaware.providers.cache import ProviderCache
+from carbonaware.providers.chain import FallbackChain
+from carbonaware.providers.registry import ProviderConfig, make_provider
+from carbonaware.providers.replay import ReplayProvider
+
+MAX_BACKOFF = timedelta(minutes=10)
+
+
+# --- the Kubernetes API, synchronous (kopf runs sync handlers in worker threads) ----------
+
+
+class ForeignJobError(RuntimeError):
+    """A Job with our deterministic name exists but belongs to something else."""
+
+
+class KubeApi:
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.api_client = api_client or client.ApiClient()
+        self.core = client.CoreV1Api(self.api_client)
+        self.batch = client.BatchV1Api(self.api_client)
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        return self.api_client.sanitize_for_serialization(obj)
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret, or None if the key is absent; SpecError if it is missing."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                raise SpecError(
+                    f"cannot read Secret {namespace}/{name} for the provider credentials "
+                    f"(HTTP {exc.status})"
+                ) from None
+            raise
+        raw = (secret.data or {}).get(key)
+        return base64.b64decode(raw).decode().strip() if raw else None
+
+    def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._plain(self.core.read_namespaced_config_map(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def write_configmap(self, body: dict[str, Any], resource_version: str | None) -> str:
+        """Create (no version) or replace (at that version: 409 on a lost update)."""
+        meta = body["metadata"]
+        if resource_version is None:
+            try:
+                created = self.core.create_namespaced_config_map(meta["namespace"], body)
+                return created.metadata.resource_version
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                existing = self.core.read_namespaced_config_map(meta["name"], meta["namespace"])
+                resource_version = existing.metadata.resource_version
+        body = {**body, "metadata": {**meta, "resourceVersion": resource_version}}
+        replaced = self.core.replace_namespaced_config_map(meta["name"], meta["namespace"], body)
+        return replaced.metadata.resource_version
+
+    def ensure_job(self, body: dict[str, Any], owner_uid: str) -> tuple[dict[str, Any], bool]:
+        """Create the Job; if it exists (a retry, a restart) adopt it. (job, created)."""
+        meta = body["metadata"]
+        try:
+            return self._plain(self.batch.create_namespaced_job(meta["namespace"], body)), True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = self.read_job(meta["namespace"], meta["name"])
+        if existing is None:  # deleted between the two calls: try once more
+            return self._plain(self.batch.create_namespaced_job(meta["namespace"], body)), True
+        owners = existing["metadata"].get("ownerReferences") or []
+        if not any(o.get("uid") == owner_uid for o in owners):
+            raise ForeignJobError(
+                f"a Job named {meta['name']} already exists and is not owned by this CarbonAwareJob"
+            )
+        return existing, False
+
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._plain(self.batch.read_namespaced_job(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        pods = self.core.list_namespaced_pod(
+            namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}"
+        )
+        return [self._plain(p) for p in pods.items]
+
+
+# --- providers: one instance per job configuration, answers shared through the cache -----
+
+
+class _StartsAt:
+    """A clock whose first reading is ``first`` and every later one the wall clock.
+
+    ReplayProvider takes ``t0 = clock()`` when built; this anchors a job's replay at the
+    job's creation, so the trace position survives an operator restart.
+    """
+
+    def __init__(self, first: float) -> None:
+        self._first: float | None = first
+
+    def __call__(self) -> float:
+        first, self._first = self._first, None
+        return time.time() if first is None else first
+
+
+@dataclass
+class JobSource:
+    """Where one job's readings come from and which clock it runs on."""
+
+    provider: Provider  # metered, behind the shared cache
+    replay: ReplayProvider | None
+
+    def now(self) -> datetime:
+        return self.replay.now() if self.replay else datetime.now(UTC)
+
+    def to_job_time(self, wall: datetime) -> datetime:
+        """A wall-clock instant on this job's clock."""
+        if self.replay is None:
+            return utc(wall)
+        elapsed = (datetime.now(UTC) - utc(wall)).total_seconds()
+        return self.now() - timedelta(seconds=elapsed * self.replay.speed)
+
+    @property
+    def clock(self) -> str:
+        return "replay" if self.replay else "wall"
+
+
+def _source_config(
+    source: ProviderSource | Any,
+    name: str,
+    zone: str,
+    settings: OperatorSettings,
+    credentials: dict[str, str],
+) -> dict[str, Any]:
+    config: dict[str, Any] = {"name": name, "zone": zone, "base_url": source.base_url}
+    if source.basis:
+        config["basis"] = source.basis
+    if name == "replay":
+        config["trace"] = source.trace or settings.trace
+        config["speed"] = source.speed or settings.default_replay_speed
+        config["start"] = source.start
+    if name == "static":
+        config["value"] = source.value
+    return config | credentials
+
+
+def _credentials(
+    kube: KubeApi, namespace: str, name: str, source: ProviderSource | Any
+) -> dict[str, str]:
+    ref = source.secret_ref
+    if ref is None:
+        return {}
+    if name == "watttime":
+        found = {k: kube.secret_value(namespace, ref.name, k) for k in ("username", "password")}
+        missing = [k for k, v in found.items() if not v]
+        if missing:
+            raise SpecError(f"Secret {namespace}/{ref.name} has no key(s) {', '.join(missing)}")
+        return found  # type: ignore[return-value]
+    token = kube.secret_value(namespace, ref.name, ref.key)
+    if not token:
+        raise SpecError(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
+    return {"token": token}
+
+
+def build_source(
+    spec: CarbonAwareJobSpec,
+    namespace: str,
+    created: datetime,
+    settings: OperatorSettings,
+    kube: KubeApi,
+) -> JobSource:
+    """The job's provider (with fallbacks), metered and keyed for the shared cache."""
+    primary_name = spec.provider.name or settings.default_provider
+    config = _source_config(
+        spec.provider,
+        primary_name,
+        spec.zone,
+        settings,
+        _credentials(kube, namespace, primary_name, spec.provider),
+    )
+    config["fallback"] = [
+        _source_config(f, f.name, spec.zone, settings, _credentials(kube, namespace, f.name, f))
+        for f in spec.provider.fallback
+    ]
+    try:
+        provider_config = ProviderConfig.from_mapping(config)
+        anchor = created.timestamp()
+        provider = make_provider(provider_config, clock=_StartsAt(anchor))
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
+    first = provider.providers[0] if isinstance(provider, FallbackChain) else provider
+    replay = first if isinstance(first, ReplayProvider) else None
+    # Credentials differ → different answers: fold a digest (never the secret) into the key.
+    secret_digest = hashlib.sha256(
+        repr(sorted((k, v) for k, v in config.items() if k in ("token", "username"))).encode()
+    ).hexdigest()[:12]
+    suffix = f"@{int(anchor)}" if replay else ""
+    if config.get("token") or config.get("username"):
+        suffix += f"#{secret_digest}"
+    return JobSource(metrics.MeteredProvider(provider, suffix), replay)
+
+
+# --- the operator's shared state ------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    settings: OperatorSettings
+    kube: KubeApi
+    cache: ProviderCache
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class JobMemory:
+    """What the operator remembers about one job between ticks (lost on restart: that is
+    fine, everything here can be re-read)."""
+
+    generation: int | None = None
+    spec: CarbonAwareJobSpec | None = None
+    source: JobSource | None = None
+    log: IntensityLog | None = None
+    log_version: str | None = None
+    log_written: str = ""
+    next_poll: float = 0.0
+    failures: int = 0
+    adoption_checked: bool = False
+
+
+# --- status helpers ---------------------------------------------------------------------------
+
+
+def _condition(
+    desired: dict[str, Any],
+    type: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+) -> None:
+    """Set a condition; its lastTransitionTime is wall time whatever the job's clock."""
+    desired["conditions"] = builders.set_condition(
+        desired.get("conditions") or [],
+        type=type,
+        status=status,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=datetime.now(UTC),
+    )
+
+
+def _is_true(status: dict[str, Any], type: str) -> bool | None:
+    condition = builders.get_condition(status.get("conditions"), type)
+    return None if condition is None else condition.get("status") == "True"
+
+
+def _log_metadata(spec: CarbonAwareJobSpec, status: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "zone": spec.zone,
+        "strategy": spec.strategy,
+        "threshold": f"{spec.threshold_grams_per_kwh:g}",
+        "submitted_at": status.get("submittedAt"),
+        "deadline": status.get("deadline"),
+        "started_at": status.get("startedAt"),
+        "completed_at": status.get("completedAt"),
+        "status": status.get("phase"),
+        "clock": status.get("clock"),
+    }
+
+
+# --- the reconcile step -------------------------------------------------------------------------
+
+
+class Tick:
+    """One reconcile of one CarbonAwareJob. Reads, decides, writes; returns nothing."""
+
+    def __init__(self, runtime: Runtime, memory: JobMemory, body: Any, logger: Any) -> None:
+        self.rt = runtime
+        self.mem = memory
+        self.body = body
+        self.logger = logger
+        meta = body["metadata"]
+        self.name: str = meta["name"]
+        self.namespace: str = meta["namespace"]
+        self.uid: str = meta["uid"]
+        self.generation: int | None = meta.get("generation")
+        self.created = parse_time(meta.get("creationTimestamp")) or datetime.now(UTC)
+        self.current: dict[str, Any] = dict(body.get("status") or {})
+        self.desired: dict[str, Any] = dict(self.current)
+
+    # -- events: the transitions a person watches for ----------------------------------
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        (kopf.warn if warning else kopf.info)(self.body, reason=reason, message=message)
+
+    def run(self) -> dict[str, Any] | None:
+        phase = self.current.get("phase")
+        if phase in TERMINAL_PHASES:
+            metrics.set_phase(self.uid, phase)
+            return None
+        try:
+            spec = self._spec_and_source()
+        except SpecError as exc:
+            return self._fail("InvalidSpec", str(exc))
+        source = self.mem.source
+        assert source is not None
+        now = source.now()
+        self.desired["observedGeneration"] = self.generation
+        if not self.desired.get("submittedAt"):
+            submitted = source.to_job_time(self.created)
+            self.desired.update(
+                phase="Pending",
+                clock=source.clock,
+                submittedAt=iso(submitted),
+                deadline=iso(submitted + spec.max_delay),
+                logConfigMap=builders.log_configmap_name(self.name),
+            )
+        log = self._load_log(spec)
+        polled = self._poll(spec, source, log, now)
+        if self.desired.get("phase") == "Failed":
+            self._save_log(log)
+            return self._finish_patch()
+        if self.desired.get("jobName"):
+            self._follow_job(spec, source, log, now)
+        else:
+            self._adopt_existing_job(source, now)
+            if not self.desired.get("jobName"):
+                self._decide(spec, source, log, now, polled)
+        self._save_log(log)
+        return self._finish_patch()
+
+    def _finish_patch(self) -> dict[str, Any] | None:
+        metrics.set_phase(self.uid, self.desired.get("phase"))
+        return builders.build_status_patch(self.current, self.desired)
+
+    # -- spec and provider ----------------------------------------------------------------
+    def _spec_and_source(self) -> CarbonAwareJobSpec:
+        if self.mem.spec is None or self.mem.generation != self.generation:
+            spec = parse_spec(dict(self.body.get("spec") or {}))
+            self.mem.source = build_source(
+                spec, self.namespace, self.created, self.rt.settings, self.rt.kube
+            )
+            self.mem.spec, self.mem.generation = spec, self.generation
+        assert self.mem.spec is not None
+        return self.mem.spec
+
+    # -- the log ConfigMap ----------------------------------------------------------------------
+    def _load_log(self, spec: CarbonAwareJobSpec) -> IntensityLog:
+        if self.mem.log is not None:
+            return self.mem.log
+        budget = self.rt.settings.log_budget_bytes
+        existing = self.rt.kube.read_configmap(
+            self.namespace, builders.log_configmap_name(self.name)
+        )
+        text = ((existing or {}).get("data") or {}).get(builders.LOG_CSV_KEY)
+        log = None
+        if text:
+            try:
+                log = IntensityLog.from_csv(text, budget_bytes=budget)
+            except ValueError as exc:  # damaged by hand: start afresh, say so
+                self.logger.warning(f"log ConfigMap unreadable, starting a new log: {exc}")
+        self.mem.log = log or IntensityLog(budget_bytes=budget)
+        self.mem.log_version = (existing or {}).get("metadata", {}).get("resourceVersion")
+        self.mem.log_written = text or ""
+        return self.mem.log
+
+    def _save_log(self, log: IntensityLog, plot: bytes | None = None) -> None:
+        spec = self.mem.spec
+        if spec is not None:
+            log.update(_log_metadata(spec, self.desired))
+        text = log.to_csv()
+        if text == self.mem.log_written and plot is None:
+            return
+        body = builders.build_log_configmap(
+            name=self.name, namespace=self.namespace, uid=self.uid, csv_text=text, plot_png=plot
+        )
+        try:
+            self.mem.log_version = self.rt.kube.write_configmap(body, self.mem.log_version)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            # Someone else wrote it: take theirs on the next tick (our readings are re-polled).
+            self.mem.log = None
+            return
+        self.mem.log_written = text
+
+    # -- polling the provider ---------------------------------------------------------------------
+    def _poll(
+        self, spec: CarbonAwareJobSpec, source: JobSource, log: IntensityLog, now: datetime
+    ) -> bool:
+        """Read the grid if a poll is due; True when a poll was made (successful or not)."""
+        if time.monotonic() < self.mem.next_poll:
+            return False
+        cache = self.rt.cache
+        poll = max(spec.poll_interval, self.rt.settings.poll_floor)
+        try:
+            if not log.readings:
+                log.extend(
+                    r for r in cache.history(source.provider, spec.zone) if r.timestamp <= now
+                )
+            reading = cache.latest(source.provider, spec.zone)
+            if spec.strategy == "forecast":
+                # Without one, the policy forecasts from the history itself, and says so.
+                with contextlib.suppress(NoForecastError):
+                    log.set_forecast(cache.forecast(source.provider, spec.zone))
+        except UnknownZoneError as exc:
+            self._fail("UnknownZone", str(exc))
+            return True
+        except ProviderError as exc:
+            self.mem.failures += 1
+            backoff = min(poll * 2**self.mem.failures, max(MAX_BACKOFF, poll))
+            if isinstance(exc, RateLimitedError) and exc.retry_after:
+                backoff = max(backoff, timedelta(seconds=exc.retry_after))
+            self.mem.next_poll = time.monotonic() + backoff.total_seconds()
+            self._provider_down(str(exc))
+            return True
+        self.mem.failures = 0
+        self.mem.next_poll = time.monotonic() + poll.total_seconds()
+        log.append(reading)
+        metrics.observe_reading(reading)
+        self._reading_status(reading, log, source, spec, now)
+        return True
+
+    def _reading_status(
+        self,
+        reading: Reading,
+        log: IntensityLog,
+        source: JobSource,
+        spec: CarbonAwareJobSpec,
+        now: datetime,
+    ) -> None:
+        self.desired.update(
+            currentIntensity=round(reading.intensity, 3),
+            lastReadingTime=iso(reading.timestamp),
+            readingProvider=reading.provider,
+            readingBasis=str(reading.basis),
+            readingCount=len(log.readings),
+        )
+        inner = source.provider.inner  # type: ignore[attr-defined]
+        chain = inner.status(spec.zone) if isinstance(inner, FallbackChain) else None
+        if chain is not None and chain.fell_back:
+            failed = "; ".join(str(f) for f in chain.failures)
+            message = f"fell back to {chain.answered_by}: {failed}"
+            self._set_provider(False, "FellBack", message)
+        else:
+            self._set_provider(True, "ReadingReceived", f"{reading.provider} answered")
+        age = now - reading.timestamp
+        stale = age > self.rt.settings.stale_after
+        _condition(
+            self.desired,
+            "DataStale",
+            stale,
+            "OldReading" if stale else "Fresh",
+            f"latest reading is from {iso(reading.timestamp)} "
+            f"({age.total_seconds() / 3600:.1f} h old)",
+            self.generation,
+        )
+
+    def _set_provider(self, ok: bool, reason: str, message: str) -> None:
+        was_ok = _is_true(self.desired, "ProviderAvailable")
+        _condition(self.desired, "ProviderAvailable", ok, reason, message, self.generation)
+        if not ok and was_ok is not False:
+            self.event("ProviderUnavailable", message, warning=True)
+
+    def _provider_down(self, message: str) -> None:
+        self._set_provider(False, "ProviderUnavailable", message)
+        _condition(
+            self.desired,
+            "DataStale",
+            True,
+            "ProviderUnavailable",
+            f"no fresh reading: {message}; retrying with backoff, the deadline still holds",
+            self.generation,
+        )
+
+    # -- deciding and starting ------------------------------------------------------------------
+    def _adopt_existing_job(self, source: JobSource, now: datetime) -> None:
+        """After a restart, a Job may exist that status does not know about yet: adopt it."""
+        if self.mem.adoption_checked:
+            return
+        self.mem.adoption_checked = True
+        name = builders.job_name(self.name, self.uid)
+        job = self.rt.kube.read_job(self.namespace, name)
+        if job is None:
+            return
+        created = parse_time(job["metadata"].get("creationTimestamp")) or now
+        self._mark_running(name, source.to_job_time(created), "adopted the existing Job")
+
+    def _decide(
+        self,
+        spec: CarbonAwareJobSpec,
+        source: JobSource,
+        log: IntensityLog,
+        now: datetime,
+        polled: bool,
+    ) -> None:
+        submitted = parse_time(self.desired["submittedAt"])
+        assert submitted is not None
+        settings = PolicySettings(
+            strategy=Strategy(spec.strategy),
+            threshold_g_per_kwh=spec.threshold_grams_per_kwh,
+            max_delay=spec.max_delay,
+            expected_duration=spec.expected_duration,
+        )
+        decision = decide(settings, submitted, now, log.readings, log.forecast)
+        if decision.run:
+            self._start(spec, source, decision, now)
+            return
+        if not polled and self.desired.get("phase") == "Waiting":
+            return  # nothing new learnt: leave status alone (its text would only churn)
+        self.desired["decision"] = _decision_status(decision)
+        _condition(self.desired, "Scheduled", False, "Waiting", decision.reason, self.generation)
+        if self.desired.get("phase") != "Waiting":
+            self.desired["phase"] = "Waiting"
+            self.event("Waiting", decision.reason)
+        self.desired["message"] = decision.reason
+
+    def _start(
+        self, spec: CarbonAwareJobSpec, source: JobSource, decision: Decision, now: datetime
+    ) -> None:
+        body = builders.build_job_spec(
+            name=self.name,
+            namespace=self.namespace,
+            uid=self.uid,
+            spec=spec,
+            default_trainer_image=self.rt.settings.trainer_image,
+        )
+        try:
+            _, created = self.rt.kube.ensure_job(body, self.uid)
+        except ForeignJobError as exc:
+            self._fail("JobNameTaken", str(exc))
+            return
+        except ApiException as exc:
+            if exc.status in (400, 403, 422):  # the template is invalid or not allowed
+                self._fail("JobRejected", f"the Job was rejected: {_api_reason(exc)}")
+                return
+            raise
+        self.desired["decision"] = _decision_status(decision)
+        if "deadline reached" in decision.reason:
+            self.event("DeadlineReached", decision.reason, warning=True)
+        name = body["metadata"]["name"]
+        self._mark_running(name, now, decision.reason)
+        if created:
+            self.event("JobCreated", f"created Job {name}: {decision.reason}")
+
+    def _mark_running(self, job_name: str, started: datetime, reason: str) -> None:
+        submitted = parse_time(self.desired.get("submittedAt")) or started
+        self.desired.update(
+            phase="Running",
+            jobName=job_name,
+            startedAt=iso(started),
+            waitedSeconds=round(max((started - submitted).total_seconds(), 0.0), 3),
+            message=f"running Job {job_name}",
+        )
+        _condition(
+            self.desired,
+            "Scheduled",
+            True,
+            "JobCreated",
+            f"Job {job_name}: {reason}",
+            self.generation,
+        )
+
+    # -- following the Job and accounting -------------------------------------------------------
+    def _follow_job(
+        self, spec: CarbonAwareJobSpec, source: JobSource, log: IntensityLog, now: datetime
+    ) -> None:
+        name = self.desired["jobName"]
+        job = self.rt.kube.read_job(self.namespace, name)
+        if job is None:
+            self._fail("JobDeleted", f"the Job {name} was deleted before it finished")
+            return
+        outcome, why = builders.job_outcome(job)
+        if outcome == "running":
+            return
+        if time.monotonic() < self.mem.next_poll:  # a reading at the very end, for accounting
+            self.mem.next_poll = 0.0
+            self._poll(spec, source, log, now)
+        result = builders.parse_trainer_result(
+            builders.termination_message(self.rt.kube.job_pods(self.namespace, name))
+        )
+        started_wall, completed_wall = builders.job_times(job)
+        completed_wall = completed_wall or datetime.now(UTC)
+        completed = source.to_job_time(completed_wall)
+        self.desired["completedAt"] = iso(completed)
+        if result is not None:
+            self.desired["trainer"] = result.model_dump(by_alias=True, exclude_none=True)
+        self._account(spec, log, result, started_wall, completed_wall, completed)
+        if outcome == "succeeded":
+            self.desired.update(phase="Succeeded", message=self._summary("succeeded"))
+            _condition(self.desired, "Succeeded", True, "JobSucceeded", why, self.generation)
+            self.event("Succeeded", self.desired["message"])
+        else:
+            self._fail("JobFailed", f"the Job failed: {why}")
+        log.update(_log_metadata(spec, self.desired))
+        self._save_log(log, plot=_render(log, self.logger))
+
+    def _account(
+        self,
+        spec: CarbonAwareJobSpec,
+        log: IntensityLog,
+        result: TrainerResult | None,
+        started_wall: datetime | None,
+        completed_wall: datetime,
+        completed: datetime,
+    ) -> None:
+        started = parse_time(self.desired.get("startedAt")) or completed
+        submitted = parse_time(self.desired.get("submittedAt")) or started
+        if result is not None and result.duration_seconds is not None:
+            run_time = timedelta(seconds=result.duration_seconds)
+        else:
+            run_time = completed_wall - (started_wall or completed_wall)
+        energy = accounting.energy_from(
+            result.energy_kwh if result else None,
+            spec.power.watts,
+            run_time,
+            spec.power.pue,
+            measured_by="the trainer",
+        )
+        try:
+            report = accounting.account(energy, [(started, completed)], submitted, log.readings)
+        except ValueError as exc:
+            self.desired.update(energyKWh=round(energy.kwh, 9), energyMethod=energy.method)
+            self.desired["emissionsBasis"] = f"not accounted: {exc}"
+            return
+        log.update(accounting.report_metadata(report))
+        self.desired.update(
+            energyKWh=round(energy.kwh, 9),
+            energyMethod=energy.method,
+            emissionsGrams=round(report.emissions.grams, 6),
+            baselineEmissionsGrams=round(report.baseline.grams, 6),
+            savedGrams=round(report.saved_grams, 6),
+            emissionsBasis=f"{report.basis} factors, actual readings; {report.savings_method}",
+        )
+        if report.saved_percent is not None:
+            self.desired["savedPercent"] = round(report.saved_percent, 2)
+        metrics.record_finished(energy.kwh, report.emissions.grams, report.saved_grams)
+
+    def _summary(self, outcome: str) -> str:
+        parts = [f"Job {self.desired.get('jobName')} {outcome}"]
+        if "emissionsGrams" in self.desired:
+            parts.append(
+                f"{self.desired['energyKWh']:.4g} kWh ({self.desired['energyMethod']}), "
+                f"{self.desired['emissionsGrams']:.4g} g emitted, "
+                f"{self.desired['savedGrams']:.4g} g saved vs starting at once"
+            )
+        return "; ".join(parts)
+
+    def _fail(self, reason: str, message: str) -> dict[str, Any] | None:
+        first = self.desired.get("phase") != "Failed"
+        self.desired.update(phase="Failed", message=message, observedGeneration=self.generation)
+        _condition(self.desired, "Succeeded", False, reason, message, self.generation)
+        if first:
+            self.event("Failed", message, warning=True)
+        return self._finish_patch()
+
+
+def _decision_status(decision: Decision) -> dict[str, Any]:
+    status: dict[str, Any] = {"action": decision.action, "reason": decision.reason}
+    if decision.planned_start is not None:
+        status["plannedStart"] = iso(decision.planned_start)
+    if decision.forecast_source:
+        status["forecastSource"] = decision.forecast_source
+    return status
+
+
+def _api_reason(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body).get("message") or str(exc.reason)
+    except (TypeError, ValueError):
+        return str(exc.reason)
+
+
+def _render(log: IntensityLog, logger: Any) -> bytes | None:
+    from carbonaware.plotting import render_plot  # matplotlib: import only when needed
+
+    try:
+        return render_plot(log, None)
+    except Exception as exc:  # the plot is a nicety: never lose the accounting over it
+        logger.warning(f"could not render the plot: {exc}")
+        return None
+
+
+# --- registration ---------------------------------------------------------------------------------
+
+
+def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
+    """Register the handlers on ``registry`` (main.py calls this; tests may too)."""
+    interval = runtime.settings.poll_floor.total_seconds()
+
+    # backoff: after an unexpected error (e.g. the apiserver is down) retry at the same pace.
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=interval,
+        backoff=interval,
+        registry=registry,
+        id="reconcile",
+    )
+    def reconcile(body: Any, memo: Any, patch: Any, logger: Any, **_: Any) -> None:
+        memory = memo.get("job")
+        if memory is None:
+            memory = memo["job"] = JobMemory()
+        status_patch = Tick(runtime, memory, body, logger).run()
+        for key, value in (status_patch or {}).items():
+            patch.status[key] = value
+
+    # A watch-event handler (not on.delete): it needs no finalizer and writes nothing.
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="forget")
+    def forget(type: str, uid: str, **_: Any) -> None:
+        if type == "DELETED":
+            metrics.set_phase(uid, None)  # its Job and log go with it (ownerReferences)

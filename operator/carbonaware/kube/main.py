@@ -1,0 +1,107 @@
+"""``carbonaware-operator``: handler registration and kopf settings, nothing else.
+
+kopf's known pitfalls, settled here:
+
+- watch streams: the client timeout is above the server timeout, so the server ends each
+  watch cleanly and kopf reconnects, instead of a silently dead TCP stream;
+- API errors and HTTP 429: retried with backoffs, honouring ``Retry-After``;
+- two operators never act on one object: peering (a ``ClusterKopfPeering`` named
+  ``carbonaware``, manifests/peering.yaml) with a random priority per process, so the
+  higher one runs and the other pauses; the Deployment also runs one replica with the
+  ``Recreate`` strategy, so a rollout never overlaps two;
+- state in annotations under ``carbonaware.io``, never in status (the schema declares status).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from typing import Any
+
+import kopf
+from kubernetes import config as kube_config
+
+from carbonaware.kube import metrics
+from carbonaware.kube.handlers import KubeApi, Runtime, register
+from carbonaware.kube.settings import OperatorSettings, SettingsError, load_settings
+from carbonaware.providers.cache import ProviderCache
+
+WATCH_SERVER_TIMEOUT = 270  # seconds; the apiserver closes each watch after this
+WATCH_CLIENT_TIMEOUT = 300  # must exceed the server's
+API_ERROR_BACKOFFS = (1, 2, 4, 8, 16, 32, 60)
+
+
+def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
+    kopf_settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+    kopf_settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
+    kopf_settings.watching.connect_timeout = 30
+    kopf_settings.networking.request_timeout = 60
+    kopf_settings.networking.error_backoffs = API_ERROR_BACKOFFS
+    kopf_settings.networking.enforce_retry_after = True  # HTTP 429: wait as long as told
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="carbonaware.io"
+    )
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="carbonaware.io", key="last-handled-configuration"
+    )
+    kopf_settings.persistence.finalizer = "carbonaware.io/operator"
+    kopf_settings.peering.name = settings.peering_name
+    kopf_settings.peering.mandatory = False  # without the peering CRD: run, and warn
+    kopf_settings.posting.level = logging.INFO  # kopf's own Events only for real news
+    kopf_settings.execution.max_workers = 32
+
+
+def build_registry(
+    settings: OperatorSettings, kube: KubeApi | None = None
+) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    runtime = Runtime(
+        settings=settings,
+        kube=kube or KubeApi(),
+        cache=ProviderCache(settings.cache_ttl.total_seconds()),
+    )
+    register(registry, runtime)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings, runtime.settings)
+        metrics.serve(runtime.settings.metrics_port)
+
+    return registry
+
+
+def _load_kube_config() -> None:
+    try:
+        kube_config.load_incluster_config()
+    except kube_config.ConfigException:
+        kube_config.load_kube_config()
+
+
+def run() -> None:
+    """Console-script entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = load_settings()
+        _load_kube_config()
+    except (SettingsError, kube_config.ConfigException) as exc:
+        print(f"carbonaware-operator: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    registry = build_registry(settings)
+    kopf.run(
+        registry=registry,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        standalone=settings.standalone,
+        priority=settings.priority if settings.priority is not None else random.randint(1, 10**6),
+        peering_name=settings.peering_name,
+        liveness_endpoint=settings.liveness_endpoint or None,
+    )
+
+
+if __name__ == "__main__":
+    run()

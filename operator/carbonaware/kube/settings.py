@@ -1,0 +1,103 @@
+"""Operator-wide settings, read once at start from the environment.
+
+In the cluster the environment comes from the ``carbonaware-operator-config`` ConfigMap
+(manifests/config.yaml, via ``envFrom``) and provider tokens from a Secret (``secretKeyRef``),
+so no token is ever part of a CarbonAwareJob, its status or its Events.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+
+from carbonaware.core.durations import DurationError, parse_duration
+from carbonaware.core.intensity_log import DEFAULT_BUDGET_BYTES
+
+PREFIX = "CARBONAWARE_"
+
+
+class SettingsError(ValueError):
+    """A bad operator setting; the message names the variable."""
+
+
+def bundled_trace() -> Path:
+    """The demo trace shipped inside the package (the quick start replays it)."""
+    return Path(str(resources.files("carbonaware") / "data" / "demo_trace.csv"))
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    default_provider: str = "replay"
+    default_trace: str = ""  # replay trace when a job names none ("" = the bundled demo trace)
+    default_replay_speed: float = 1.0
+    trainer_image: str = "carbonaware/trainer:dev"
+    poll_floor: timedelta = timedelta(seconds=10)  # no job polls more often than this
+    cache_ttl: timedelta = timedelta(seconds=30)  # shared provider cache: one call per TTL
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    log_budget_bytes: int = DEFAULT_BUDGET_BYTES
+    stale_after: timedelta = timedelta(hours=2)  # readings older than this are stale
+    metrics_port: int = 8000  # 0 disables the metrics server
+    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    peering_name: str = "carbonaware"
+    priority: int | None = None  # None: a random priority, so two replicas never both act
+    standalone: bool = False  # True: no peering at all (tests, a single local run)
+
+    @property
+    def trace(self) -> str:
+        return self.default_trace or str(bundled_trace())
+
+
+def _duration(env: Mapping[str, str], key: str, default: timedelta) -> timedelta:
+    text = env.get(PREFIX + key)
+    if not text:
+        return default
+    try:
+        return parse_duration(text)
+    except DurationError as exc:
+        raise SettingsError(f"{PREFIX}{key}: {exc}") from None
+
+
+def _number(env: Mapping[str, str], key: str, default, kind=float):
+    text = env.get(PREFIX + key)
+    if not text:
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{key}: not a number: {text!r}") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> OperatorSettings:
+    """Settings from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    namespaces = tuple(
+        ns.strip() for ns in env.get(PREFIX + "NAMESPACES", "").split(",") if ns.strip()
+    )
+    defaults = OperatorSettings()
+    settings = OperatorSettings(
+        default_provider=env.get(PREFIX + "DEFAULT_PROVIDER") or defaults.default_provider,
+        default_trace=env.get(PREFIX + "DEFAULT_TRACE", ""),
+        default_replay_speed=_number(env, "DEFAULT_REPLAY_SPEED", defaults.default_replay_speed),
+        trainer_image=env.get(PREFIX + "TRAINER_IMAGE") or defaults.trainer_image,
+        poll_floor=_duration(env, "POLL_FLOOR", defaults.poll_floor),
+        cache_ttl=_duration(env, "CACHE_TTL", defaults.cache_ttl),
+        namespaces=namespaces,
+        log_budget_bytes=_number(env, "LOG_BUDGET_BYTES", defaults.log_budget_bytes, int),
+        stale_after=_duration(env, "STALE_AFTER", defaults.stale_after),
+        metrics_port=_number(env, "METRICS_PORT", defaults.metrics_port, int),
+        liveness_endpoint=env.get(PREFIX + "LIVENESS_ENDPOINT", defaults.liveness_endpoint),
+        peering_name=env.get(PREFIX + "PEERING_NAME") or defaults.peering_name,
+        priority=_number(env, "PRIORITY", None, int),
+        standalone=env.get(PREFIX + "STANDALONE", "").lower() in ("1", "true", "yes"),
+    )
+    if settings.poll_floor < timedelta(milliseconds=100):
+        raise SettingsError(f"{PREFIX}POLL_FLOOR must be at least 100ms")
+    if settings.default_provider not in ("electricitymaps", "ukci", "watttime", "replay", "static"):
+        raise SettingsError(
+            f"{PREFIX}DEFAULT_PROVIDER: unknown provider {settings.default_provider!r}"
+        )
+    return settings
