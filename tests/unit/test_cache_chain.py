@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from carbonaware.providers.base import (
+    NoForecastError,
     ProviderUnavailableError,
     UnknownZoneError,
 )
@@ -186,3 +187,19 @@ def test_cached_chain_still_makes_one_request(httpserver, em):
     assert {r.provider for r in readings} == {"electricitymaps"}
     assert requests_to(httpserver) == 1
     assert chained.status("PL").answered_by == "electricitymaps"
+
+
+def test_chain_forecast_falls_through_a_provider_without_one(httpserver, em, traces_dir):
+    httpserver.expect_request("/v3/carbon-intensity/forecast").respond_with_json(
+        {"status": "error", "message": "Forecast not in plan"}, status=403
+    )
+    replay = ReplayProvider(
+        traces_dir / "electricitymaps" / "GB_2022_hourly.csv", clock=lambda: 0.0
+    )
+    chain = FallbackChain([em, replay])
+    forecast = chain.forecast("GB")
+    assert len(forecast) == 48 and {r.provider for r in forecast} == {"replay"}
+    status = chain.status("GB", "forecast")
+    assert status.answered_by == "replay" and isinstance(status.failures[0], NoForecastError)
+    with pytest.raises(NoForecastError):  # every provider lacks one: still "no forecast"
+        FallbackChain([em]).forecast("GB")

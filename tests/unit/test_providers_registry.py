@@ -88,3 +88,17 @@ def test_missing_replay_trace_or_static_value():
         make_provider(ProviderConfig(name="static"))
     with pytest.raises(ConfigError, match="does not exist"):
         make_provider(ProviderConfig(name="replay", trace="/nonexistent/trace.csv"))
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"name": "replay", "trace": "t.csv", "speed": 0}, "speed"),
+        ({"name": "static", "value": -3}, "value"),
+        ({"name": "static", "value": 3, "colour": "green"}, "colour"),
+        ({"name": "electricitymaps", "basis": "marginal"}, "basis"),
+    ],
+)
+def test_bad_fields_are_one_config_error_naming_the_field(data, field):
+    with pytest.raises(ConfigError, match=f"invalid provider configuration: {field}"):
+        ProviderConfig.from_mapping(data)

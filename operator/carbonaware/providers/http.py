@@ -39,7 +39,7 @@ def make_session(
     retries: int = 3,
     backoff_factor: float = 0.5,
     backoff_max: float = 30.0,
-    retry_after_max: int = 120,
+    retry_after_max: int = 30,
 ) -> requests.Session:
     """A Session whose GETs retry connection errors and 429/5xx with exponential backoff.
 

@@ -41,9 +41,9 @@ class ProviderConfig(BaseModel):
     name: str
     zone: str | None = None
     trace: str | None = None  # replay: path of the trace file
-    speed: float = 1.0  # replay: trace seconds per wall-clock second
+    speed: float = Field(default=1.0, gt=0)  # replay: trace seconds per wall-clock second
     start: str | None = None  # replay: ISO timestamp or offset ("36h") into the trace
-    value: float | None = None  # static: g/kWh
+    value: float | None = Field(default=None, ge=0)  # static: g/kWh
     base_url: str | None = None
     token: SecretStr | None = None
     token_file: str | None = None
