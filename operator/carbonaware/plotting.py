@@ -174,6 +174,7 @@ def render_plot(log: IntensityLog, path: str | Path | None = None) -> bytes:
             fontsize=9,
         )
 
+    _fit_x(ax, submitted, deadline, last_time, forecast)
     locator = mdates.AutoDateLocator(minticks=5, maxticks=12)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
@@ -283,6 +284,19 @@ def _last_time(actual, segments, submitted, updated, step) -> datetime | None:
     return max(candidates) if candidates else None
 
 
+def _fit_x(ax, submitted, deadline, last_time, forecast) -> None:
+    """Show everything from submission to the later of the deadline and the data, with room
+    on the right for the marker labels."""
+    times = [t for t in (submitted, deadline, last_time) if t is not None]
+    if not forecast.empty:
+        times.append((forecast["timestamp"].iloc[-1] + _step(forecast)).to_pydatetime())
+    if len(times) < 2:
+        return
+    left, right = min(times), max(times)
+    pad = (right - left) * 0.04
+    ax.set_xlim(left - pad, right + pad * 2)
+
+
 def _top(actual, forecast, threshold) -> float:
     values = [0.0]
     for frame in (actual, forecast):
@@ -311,7 +325,7 @@ def _subtitle(meta: dict[str, str]) -> str:
     if meta.get("status"):
         parts.append(meta["status"])
     if meta.get("decision"):
-        parts.append(meta["decision"])
+        parts.append(f"decision: {meta['decision']}")
     if meta.get("downsampled_before"):
         parts.append(
             f"readings before {meta['downsampled_before']} are "

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from carbonaware.core.durations import format_duration
 from carbonaware.core.model import Reading, utc
 
 DEFAULT_MAX_GAP = timedelta(hours=2)
@@ -63,7 +64,7 @@ def estimate_energy(power_watts: float, duration: timedelta, pue: float = 1.0) -
         raise ValueError(f"power must be >= 0 W, got {power_watts}")
     hours = duration.total_seconds() / 3600
     kwh = power_watts * hours * pue / 1000
-    detail = f"estimated: {power_watts:g} W assumed × {hours:.4g} h × PUE {pue:g}"
+    detail = f"estimated: {power_watts:g} W assumed × {format_duration(duration)} × PUE {pue:g}"
     return Energy(kwh, "estimated", detail)
 
 

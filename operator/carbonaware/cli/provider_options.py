@@ -1,0 +1,120 @@
+"""The provider options shared by ``carbonctl intensity`` and ``carbonctl run``.
+
+Credentials never come from the command line: ``--token-file`` names a file, or the provider
+reads its environment variable (see :mod:`carbonaware.providers.registry`).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from carbonaware.providers.base import ConfigError, Provider
+from carbonaware.providers.registry import PROVIDER_NAMES, ProviderConfig, make_provider
+
+DEMO_TRACE = "demo_trace.csv"
+# pandas warns on every replay clock read that datetime drops its nanoseconds: harmless noise
+warnings.filterwarnings("ignore", "Discarding nonzero nanoseconds", UserWarning)
+
+
+def demo_trace_path() -> Path:
+    """The small synthetic trace the project ships (used when replay gets no --trace)."""
+    return Path(str(resources.files("carbonaware") / "data" / DEMO_TRACE))
+
+
+def provider_options(function: Callable) -> Callable:
+    """Add --provider, --zone, --trace, --speed, --start, --value, --base-url, --token-file,
+    --basis and --timeout to a click command; the command receives them as ``provider_args``."""
+    options = [
+        click.option(
+            "--provider",
+            default="replay",
+            show_default=True,
+            help=f"Where readings come from: {', '.join(PROVIDER_NAMES)}.",
+        ),
+        click.option(
+            "--zone",
+            default=None,
+            help="Grid zone, e.g. GB, DE, US-CAL-CISO (replay: defaults to the trace's zone).",
+        ),
+        click.option(
+            "--trace",
+            default=None,
+            help="replay: a trace file (Electricity Maps CSV export or timestamp,intensity CSV)."
+            " Default: the shipped synthetic demo trace.",
+        ),
+        click.option(
+            "--speed",
+            type=float,
+            default=1.0,
+            show_default=True,
+            help="replay: trace seconds per wall-clock second (3600 = one trace hour a second).",
+        ),
+        click.option(
+            "--start", default=None, help="replay: offset into the trace (36h) or ISO time."
+        ),
+        click.option("--value", type=float, default=None, help="static: the constant g/kWh."),
+        click.option("--base-url", default=None, help="Override the provider's API URL."),
+        click.option(
+            "--token-file",
+            default=None,
+            help="File holding the API token (else the provider's environment variable).",
+        ),
+        click.option(
+            "--basis",
+            type=click.Choice(["direct", "lifecycle"]),
+            default=None,
+            help="Emission factors (default: the provider's own).",
+        ),
+        click.option(
+            "--timeout", type=float, default=10.0, show_default=True, help="HTTP timeout (s)."
+        ),
+    ]
+
+    @functools.wraps(function)
+    def wrapper(**kwargs):
+        names = ("provider", "zone", "trace", "speed", "start", "value", "base_url",
+                 "token_file", "basis", "timeout")  # fmt: skip
+        provider_args = {name: kwargs.pop(name) for name in names}
+        return function(provider_args=provider_args, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+@dataclass
+class Source:
+    """A built provider, the zone it is asked about, and the clock its readings live on."""
+
+    provider: Provider
+    zone: str
+    speed: float  # how much faster than wall time its clock runs (replay), else 1
+
+    def now(self) -> datetime:
+        clock = getattr(self.provider, "now", None)
+        return clock() if callable(clock) else datetime.now(UTC)
+
+
+def build_source(provider_args: dict) -> Source:
+    """The provider the options describe; ConfigError (exit 2) on anything wrong."""
+    args = {k: v for k, v in provider_args.items() if v is not None}
+    name = str(args.get("provider", "")).strip().lower()
+    if name == "replay" and not args.get("trace"):
+        args["trace"] = str(demo_trace_path())
+    if name == "replay" and args.get("trace") and not Path(args["trace"]).is_file():
+        raise ConfigError(f"cannot read trace file {args['trace']}: no such file")
+    args["name"] = args.pop("provider")
+    provider = make_provider(ProviderConfig.from_mapping(args))
+    zone = args.get("zone") or getattr(provider, "zone", None)
+    if not zone:
+        raise ConfigError(f"provider {name!r} needs --zone (e.g. --zone GB)")
+    speed = float(args.get("speed", 1.0)) if name == "replay" else 1.0
+    return Source(provider, zone, speed)

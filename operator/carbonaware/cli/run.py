@@ -1,0 +1,431 @@
+"""``carbonctl run``: wait for a cleaner grid under a policy, run a command, account for it.
+
+The imperative shell around the pure core: it polls the provider (one progress line per
+poll), asks :func:`carbonaware.core.policy.decide` whether to start, runs the command as a
+child process while it keeps logging readings, then computes the carbon report and writes the
+CSV log and ``carbon_plot.png`` — also on Ctrl+C / SIGTERM (exit 130; the child gets SIGTERM,
+then SIGKILL after ``--grace``).
+
+Time: every timestamp is on the provider's clock. With ``--provider replay --speed S`` that
+clock runs S times faster than wall time, so sleeps between polls are the poll interval
+divided by S. Energy is what the process really used (its wall-clock run time, or the
+trainer's measurement), spread over the trace interval the run occupied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import click
+
+from carbonaware.cli.plot import plot_from_log
+from carbonaware.cli.provider_options import Source, build_source, provider_options
+from carbonaware.core.accounting import CarbonReport, account, energy_from, report_metadata
+from carbonaware.core.durations import format_duration, parse_duration
+from carbonaware.core.intensity_log import IntensityLog
+from carbonaware.core.model import Reading
+from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
+from carbonaware.providers.base import NoForecastError, ProviderError
+
+EXIT_INTERRUPTED = 130
+STAND_IN_SECONDS = 5
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived: stop the child, write the log and plot, exit 130."""
+
+
+@dataclass
+class Workload:
+    argv: list[str]
+    description: str
+
+
+@dataclass
+class RunState:
+    """What happened so far; everything the log, plot and summary are made of."""
+
+    log: IntensityLog
+    submitted_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    wall_seconds: float = 0.0
+    child_output: list[str] = field(default_factory=list)
+    returncode: int | None = None
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@provider_options
+@click.option("--threshold", type=float, default=300.0, show_default=True, help="g/kWh.")
+@click.option("--max-delay", default="6h", show_default=True, help="Longest start delay.")
+@click.option(
+    "--strategy",
+    type=click.Choice([s.value for s in Strategy]),
+    default=Strategy.THRESHOLD.value,
+    show_default=True,
+)
+@click.option("--expected-duration", default="30m", show_default=True, help="For 'forecast'.")
+@click.option("--poll", default="1m", show_default=True, help="Poll interval (provider time).")
+@click.option(
+    "--power-watts",
+    type=float,
+    default=150.0,
+    show_default=True,
+    help="Assumed average power when the command does not report measured energy.",
+)
+@click.option("--pue", type=float, default=1.0, show_default=True, help="Power usage eff.")
+@click.option("--log", "log_path", default="carbon_log.csv", show_default=True)
+@click.option("--plot", "plot_path", default="carbon_plot.png", show_default=True)
+@click.option("--grace", default="10s", show_default=True, help="SIGTERM→SIGKILL grace.")
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+def command(
+    provider_args: dict,
+    threshold: float,
+    max_delay: str,
+    strategy: str,
+    expected_duration: str,
+    poll: str,
+    power_watts: float,
+    pue: float,
+    log_path: str,
+    plot_path: str,
+    grace: str,
+    cmd: Sequence[str],
+) -> None:
+    """Wait for a cleaner grid, then run CMD (default: the MNIST trainer) and account for it."""
+    if threshold < 0:
+        raise click.BadParameter(f"must be >= 0 g/kWh, got {threshold:g}", param_hint="--threshold")
+    if power_watts < 0:
+        raise click.BadParameter(f"must be >= 0, got {power_watts:g}", param_hint="--power-watts")
+    if pue < 1:
+        raise click.BadParameter(f"must be >= 1.0, got {pue:g}", param_hint="--pue")
+    settings = PolicySettings(
+        Strategy(strategy), threshold, parse_duration(max_delay), parse_duration(expected_duration)
+    )
+    poll_every = parse_duration(poll)
+    grace_period = parse_duration(grace)
+    if poll_every <= timedelta(0):
+        raise click.BadParameter("must be > 0", param_hint="--poll")
+    if settings.expected_duration <= timedelta(0):
+        raise click.BadParameter("must be > 0", param_hint="--expected-duration")
+    source = build_source(provider_args)
+    workload = _workload(list(cmd))
+
+    first = source.provider.latest(source.zone)  # bad zone / token: exit 2 before anything
+    state = RunState(_new_log(source, settings), submitted_at=source.now())
+    state.log.update(
+        {"submitted_at": state.submitted_at, "deadline": state.submitted_at + settings.max_delay}
+    )
+    state.log.append(first)
+    history = _history(source)
+    click.echo(
+        f"carbonctl run: zone {source.zone} via {source.provider.name}; {settings.strategy} "
+        f"strategy, threshold {threshold:g} g/kWh, "
+        f"deadline in {format_duration(settings.max_delay)}"
+        + (f"; replay at {source.speed:g}× real time" if source.speed != 1 else "")
+    )
+    click.echo(f"workload: {workload.description}")
+
+    interrupted = False
+    child: subprocess.Popen | None = None
+    previous = _install_signal_handlers()
+    try:
+        _wait_for_start(source, settings, state, history, poll_every, first)
+        child = _start(workload, state, source)
+        _watch(child, source, state, poll_every)
+    except (Interrupted, KeyboardInterrupt):
+        interrupted = True
+        _ignore_signals()  # finish cleaning up even if the user presses Ctrl+C again
+        click.echo("interrupted: stopping" + (" the command" if child else ""), err=True)
+        if child is not None:
+            _stop(child, grace_period.total_seconds())
+            state.returncode = child.returncode
+            state.completed_at = source.now()
+    report = _finish(state, source, settings, power_watts, pue, interrupted, log_path, plot_path)
+    _summary(state, report, log_path, plot_path, interrupted)
+    _restore_signal_handlers(previous)
+    if interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    code = state.returncode or 0
+    sys.exit(128 - code if code < 0 else code)
+
+
+# -- phases ---------------------------------------------------------------------------------
+
+
+def _wait_for_start(
+    source: Source,
+    settings: PolicySettings,
+    state: RunState,
+    history: list[Reading],
+    poll_every: timedelta,
+    first: Reading,
+) -> Decision:
+    reading: Reading | None = first
+    while True:
+        now = source.now()
+        forecast = _forecast(source, settings)
+        state.log.set_forecast(forecast)
+        decision = decide(settings, state.submitted_at, now, history + state.log.readings, forecast)
+        _progress(now, reading, decision.action, decision.reason)
+        state.log.update({"status": "waiting" if not decision.run else "running",
+                          "decision": decision.reason, "updated_at": now,
+                          "planned_start": decision.planned_start})  # fmt: skip
+        if decision.run:
+            return decision
+        until = min(now + poll_every, decision.deadline)
+        if decision.planned_start is not None:
+            until = min(until, decision.planned_start)
+        _sleep(until - now, source)
+        reading = _poll(source, state)
+
+
+def _start(workload: Workload, state: RunState, source: Source) -> subprocess.Popen:
+    state.started_at = source.now()
+    state.log.set("started_at", state.started_at)
+    click.echo(f"starting at {state.started_at:%Y-%m-%d %H:%M} UTC: {' '.join(workload.argv)}")
+    child = subprocess.Popen(
+        workload.argv,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        start_new_session=True,  # its own process group: we stop it (and its children) cleanly
+    )
+    state.wall_seconds = -time.monotonic()
+    reader = threading.Thread(target=_relay_output, args=(child, state), daemon=True)
+    reader.start()
+    child._carbon_reader = reader  # type: ignore[attr-defined]
+    return child
+
+
+def _watch(child: subprocess.Popen, source: Source, state: RunState, poll_every: timedelta):
+    wall_poll = poll_every.total_seconds() / source.speed
+    while True:
+        try:
+            child.wait(timeout=wall_poll)
+            break
+        except subprocess.TimeoutExpired:
+            reading = _poll(source, state)
+            _progress(source.now(), reading, "running", "command running")
+    state.completed_at = source.now()
+    state.wall_seconds += time.monotonic()
+    state.returncode = child.returncode
+    child._carbon_reader.join(timeout=5)  # type: ignore[attr-defined]
+    _poll(source, state)  # the reading in force at the end
+
+
+def _finish(
+    state: RunState,
+    source: Source,
+    settings: PolicySettings,
+    power_watts: float,
+    pue: float,
+    interrupted: bool,
+    log_path: str,
+    plot_path: str,
+) -> CarbonReport | None:
+    log = state.log
+    log.set("updated_at", source.now())
+    report = None
+    if state.started_at is not None:
+        if state.completed_at is None:
+            state.completed_at = source.now()
+        if state.wall_seconds < 0:  # interrupted while running
+            state.wall_seconds += time.monotonic()
+        log.set("completed_at", state.completed_at)
+        log.set("planned_start", None)
+        result = _trainer_result(state.child_output)
+        measured = result.get("energy_kwh") if _is_measured(result) else None
+        energy = energy_from(
+            measured, power_watts, timedelta(seconds=max(state.wall_seconds, 0)), pue,
+            measured_by=f"the command ({result.get('energy_method', 'measured')})",
+        )  # fmt: skip
+        report = account(
+            energy, [(state.started_at, state.completed_at)], state.submitted_at, log.readings
+        )
+        log.update(report_metadata(report))
+        if "accuracy" in result:
+            log.set("accuracy", result["accuracy"])
+        log.set("exit_code", state.returncode)
+    log.set("status", "interrupted" if interrupted else "completed")
+    Path(log_path).write_text(log.to_csv(), encoding="utf-8")
+    plot_from_log(log, plot_path)
+    return report
+
+
+def _summary(state, report, log_path, plot_path, interrupted) -> None:
+    if report is None:
+        click.echo("the command never started: no energy or emissions to report")
+    else:
+        saved = report.saved_grams
+        percent = f" ({report.saved_percent:.0f} %)" if report.saved_percent is not None else ""
+        click.echo(
+            f"energy {report.energy.kwh * 1000:.3g} Wh ({report.energy.method}); "
+            f"emissions {report.emissions.grams:.3g} gCO2eq ({report.emissions.method}, "
+            f"{report.basis}); if started at submission {report.baseline.grams:.3g} g; "
+            f"{'saved' if saved >= 0 else 'extra'} {abs(saved):.3g} g{percent} "
+            f"[{report.savings_method}]"
+        )
+    click.echo(f"log: {Path(log_path).resolve()}")
+    click.echo(f"plot: {Path(plot_path).resolve()}")
+    if interrupted:
+        click.echo("interrupted: log and plot written", err=True)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _new_log(source: Source, settings: PolicySettings) -> IntensityLog:
+    return IntensityLog(
+        {
+            "zone": source.zone,
+            "provider": source.provider.name,
+            "strategy": settings.strategy.value,
+            "threshold": f"{settings.threshold_g_per_kwh:g}",
+            "max_delay": format_duration(settings.max_delay),
+            "expected_duration": format_duration(settings.expected_duration),
+        }
+    )
+
+
+def _history(source: Source) -> list[Reading]:
+    """Readings before submission, to seed our own forecaster; none is fine."""
+    try:
+        return [r for r in source.provider.history(source.zone) if not r.forecast]
+    except ProviderError:
+        return []
+
+
+def _forecast(source: Source, settings: PolicySettings) -> list[Reading]:
+    if settings.strategy != Strategy.FORECAST:
+        return []
+    try:
+        return source.provider.forecast(source.zone)
+    except NoForecastError:
+        return []
+    except ProviderError as exc:
+        click.echo(f"forecast unavailable: {exc}", err=True)
+        return []
+
+
+def _poll(source: Source, state: RunState) -> Reading | None:
+    """Log the latest reading; a failing provider mid-run is reported, not fatal."""
+    try:
+        reading = source.provider.latest(source.zone)
+    except ProviderError as exc:
+        click.echo(f"reading unavailable: {exc}", err=True)
+        return None
+    state.log.append(reading)
+    return reading
+
+
+def _progress(now: datetime, reading: Reading | None, action: str, reason: str) -> None:
+    value = f"{reading.intensity:6.1f} g/kWh" if reading else "   ? g/kWh"
+    click.echo(f"[{now:%Y-%m-%d %H:%M} UTC] {value}  {action}: {reason}")
+
+
+def _sleep(delta: timedelta, source: Source) -> None:
+    seconds = max(delta.total_seconds(), 0) / source.speed
+    time.sleep(max(seconds, 0.01))
+
+
+def _relay_output(child: subprocess.Popen, state: RunState) -> None:
+    """Echo the child's stdout as it comes and keep its last lines (for the result JSON)."""
+    assert child.stdout is not None
+    for line in child.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        state.child_output.append(line.rstrip("\n"))
+        del state.child_output[:-20]
+
+
+def _trainer_result(lines: list[str]) -> dict:
+    """The JSON object the trainer prints as its last stdout line, if any."""
+    for line in reversed(lines):
+        if line.strip():
+            with contextlib.suppress(ValueError):
+                result = json.loads(line)
+                return result if isinstance(result, dict) else {}
+            return {}
+    return {}
+
+
+def _is_measured(result: dict) -> bool:
+    kwh = result.get("energy_kwh")
+    method = str(result.get("energy_method", "measured")).lower()
+    return isinstance(kwh, int | float) and kwh >= 0 and method.startswith("measured")
+
+
+def _stop(child: subprocess.Popen, grace_seconds: float) -> None:
+    """SIGTERM the child's process group, then SIGKILL after the grace period."""
+    if child.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGTERM)
+    try:
+        child.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        click.echo(f"the command ignored SIGTERM for {grace_seconds:g}s: SIGKILL", err=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+def _workload(cmd: list[str]) -> Workload:
+    """CMD when given; else the MNIST trainer when installed with data; else a stand-in."""
+    if cmd:
+        return Workload(cmd, " ".join(cmd))
+    mnist = Path(os.environ.get("MNIST_DIR", Path.cwd().parent / "shared" / "data" / "mnist"))
+    trainer = shutil.which("carbon-trainer") or str(Path(sys.executable).parent / "carbon-trainer")
+    has_trainer = importlib.util.find_spec("carbontrainer") is not None and Path(trainer).exists()
+    if has_trainer and (mnist / "MNIST" / "raw").is_dir():
+        out = tempfile.mkdtemp(prefix="carbon-trainer-")
+        argv = [trainer, "--epochs", "1", "--max-samples", "2000", "--batch-size", "64",
+                "--data-dir", str(mnist), "--output-dir", out]  # fmt: skip
+        return Workload(argv, f"MNIST trainer (1 epoch, 2000 samples, data {mnist})")
+    why = "the trainer is not installed" if not has_trainer else f"no MNIST data in {mnist}"
+    argv = [
+        sys.executable,
+        "-c",
+        f"import time; print('stand-in workload: sleeping {STAND_IN_SECONDS}s', flush=True); "
+        f"time.sleep({STAND_IN_SECONDS})",
+    ]
+    return Workload(
+        argv,
+        f"STAND-IN ({why}; set MNIST_DIR or pass a command after --): a {STAND_IN_SECONDS}s sleep",
+    )
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _install_signal_handlers():
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, _raise_interrupted)
+    return previous
+
+
+def _ignore_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _restore_signal_handlers(previous) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
