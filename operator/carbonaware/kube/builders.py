@@ -102,6 +102,7 @@ def _labels(name: str) -> dict[str, str]:
 def _trainer_args(spec: CarbonAwareJobSpec) -> list[str]:
     trainer = spec.trainer
     assert trainer is not None
+    # carbon-trainer writes its JSON result to /dev/termination-log itself.
     args = [
         "--epochs",
         str(trainer.epochs),
@@ -109,10 +110,8 @@ def _trainer_args(spec: CarbonAwareJobSpec) -> list[str]:
         str(trainer.batch_size),
         "--output-dir",
         "/work/output",
-        "--termination-log",
-        "/dev/termination-log",
-        "--watts",
-        f"{spec.power.watts:g}",
+        "--checkpoint-dir",
+        "/work/checkpoints",
     ]
     if trainer.learning_rate is not None:
         args += ["--lr", f"{trainer.learning_rate:g}"]

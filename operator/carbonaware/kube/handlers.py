@@ -673,8 +673,10 @@ class Tick:
             run_time = timedelta(seconds=result.duration_seconds)
         else:
             run_time = completed_wall - (started_wall or completed_wall)
+        # Only a metered figure counts as measured; otherwise the spec's assumed power.
+        measured = result.energy_kwh if result and result.energy_method == "measured" else None
         energy = accounting.energy_from(
-            result.energy_kwh if result else None,
+            measured,
             spec.power.watts,
             run_time,
             spec.power.pue,

@@ -20,7 +20,9 @@ import sys
 from typing import Any
 
 import kopf
+from kubernetes import client
 from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
 
 from carbonaware.kube import metrics
 from carbonaware.kube.handlers import KubeApi, Runtime, register
@@ -68,11 +70,27 @@ def build_registry(
         return kopf.login_via_client(**kwargs)
 
     @kopf.on.startup(registry=registry)
-    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    def startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
         configure(settings, runtime.settings)
+        if not runtime.settings.standalone and not runtime.settings.namespaces:
+            ensure_peering(runtime.settings.peering_name, logger)
         metrics.serve(runtime.settings.metrics_port)
 
     return registry
+
+
+def ensure_peering(name: str, logger: Any) -> None:
+    """Create the ClusterKopfPeering object; kopf only patches an existing one."""
+    body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+    try:
+        client.CustomObjectsApi().create_cluster_custom_object(
+            "kopf.dev", "v1", "clusterkopfpeerings", body
+        )
+    except ApiException as exc:
+        if exc.status == 409:
+            return
+        # 404: the peering CRD is not installed; kopf then runs alone and says so.
+        logger.warning(f"cannot create the peering object {name!r}: HTTP {exc.status}")
 
 
 def _load_kube_config() -> None:

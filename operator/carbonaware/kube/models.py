@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from carbonaware.core.durations import DurationError, parse_duration
@@ -141,10 +141,18 @@ class TrainerResult(_Camel):
 
     accuracy: float | None = None
     epochs: int | None = None
-    duration_seconds: float | None = None
+    # carbon-trainer says wall_seconds; status says durationSeconds.
+    duration_seconds: float | None = Field(
+        default=None,
+        validation_alias=AliasChoices("durationSeconds", "duration_seconds", "wall_seconds"),
+    )
     device: str | None = None
-    energy_kwh: float | None = Field(default=None, alias="energyKWh")
-    energy_method: str | None = None
+    energy_kwh: float | None = Field(
+        default=None,
+        validation_alias=AliasChoices("energyKWh", "energy_kwh"),
+        serialization_alias="energyKWh",
+    )
+    energy_method: str | None = None  # "measured" only when the trainer metered it
 
 
 class CarbonAwareJobStatus(_Camel):
