@@ -74,9 +74,8 @@ def run_trace(path: Path) -> dict:
     longest = max(DURATIONS_H) + max(DEADLINES_H)
     own = bt.own_forecast(series, longest + 1)  # built once, sliced for each job shape
     perfect = bt.perfect_forecast(series)
-    label = f"{trace.zone or path.stem}" + (
-        f" {path.stem[-11:-7]}" if "hourly" in path.stem else ""
-    )
+    # the file's zone and year: the export's Zone Id can differ (the DE-LU files say DE)
+    label = path.stem.removesuffix("_hourly").split("_carbon")[0].replace("_", " ")
     rows = []
     for duration in DURATIONS_H:
         for deadline in DEADLINES_H:
