@@ -29,6 +29,17 @@ unit: venv
 test: venv
 	@bash hack/test.sh
 
+# Kubernetes from upstream Go modules, cached in ~/.cache/carbonaware/k8s-<version>/bin.
+k8s-binaries:
+	@bash hack/build-k8s.sh
+
+# A real control plane on loopback (add ARGS=--with-node for a node); prints `export KUBECONFIG=...`.
+cluster-up: venv k8s-binaries
+	@hack/local-cluster up $(ARGS)
+
+cluster-down:
+	@hack/local-cluster down
+
 bench: venv
 	$(PY) bench/trainer.py
 	$(PY) bench/scheduling.py

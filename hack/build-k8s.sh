@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl and etcd
-# from the upstream Go modules pinned in hack/k8s/go.mod, into a cache outside the checkout:
+# Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl and
+# etcd from the upstream Go modules pinned in hack/k8s/go.mod, into a cache outside the checkout:
 #   ${CARBONAWARE_CACHE:-~/.cache/carbonaware}/k8s-<version>/bin/
 # Binaries already there are kept (the directory is keyed by the Kubernetes version).
 # Prints the bin directory on the last line of stdout.
@@ -18,6 +18,7 @@ declare -A packages=(
   [kube-scheduler]=k8s.io/kubernetes/cmd/kube-scheduler
   [kubelet]=k8s.io/kubernetes/cmd/kubelet
   [kubectl]=k8s.io/kubernetes/cmd/kubectl
+  [kube-proxy]=k8s.io/kubernetes/cmd/kube-proxy
   [etcd]=./cmd/etcd
 )
 missing=()
