@@ -74,7 +74,6 @@ def build_registry(
         configure(settings, runtime.settings)
         if not runtime.settings.standalone and not runtime.settings.namespaces:
             ensure_peering(runtime.settings.peering_name, logger)
-        metrics.serve(runtime.settings.metrics_port)
 
     return registry
 
@@ -109,6 +108,16 @@ def run() -> None:
     except (SettingsError, kube_config.ConfigException) as exc:
         print(f"carbonaware-operator: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    try:
+        metrics.serve(settings.metrics_port)
+    except OSError as exc:
+        print(
+            f"carbonaware-operator: error: metrics port {settings.metrics_port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    # One line per handler run is noise at 1,000 jobs; failures still log as errors.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     registry = build_registry(settings)
     kopf.run(
         registry=registry,
