@@ -14,7 +14,8 @@
 #
 # Env: DOCKER_STATE_DIR (pidfile and log of a dockerd started here; default
 # /tmp/carbonaware-docker), CARBONAWARE_CACHE, BASE_IMAGE (default python:3.11-slim-bookworm).
-# On failure the last line on stderr says why (tests print it when they skip).
+# Exit 3 when no engine can run here (cannot install or start dockerd); its last stderr line,
+# "docker unavailable: <why>", is what tests print when they skip. Other failures exit 1.
 set -euo pipefail
 
 state_dir="${DOCKER_STATE_DIR:-/tmp/carbonaware-docker}"
@@ -31,6 +32,10 @@ die() {
   log "$*"
   exit 1
 }
+unavailable() {
+  echo "docker unavailable: $*" >&2
+  exit 3
+}
 # Runs a step and prints how long it took.
 timed() {
   local what="$1" start=$SECONDS
@@ -42,14 +47,14 @@ timed() {
 engine_answers() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 apt_install() {
-  [[ $(id -u) == 0 ]] || die "installing $* needs root (apt-get)"
+  [[ $(id -u) == 0 ]] || unavailable "installing $* needs root (apt-get)"
   # One `apt-get update` per run, and only when something is missing.
   if [[ -z "${_apt_updated:-}" ]]; then
-    apt-get update -qq >/dev/null || die "apt-get update failed (is the Debian mirror reachable?)"
+    apt-get update -qq >/dev/null || unavailable "apt-get update failed (no Debian mirror?)"
     _apt_updated=1
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
-    die "apt-get install $* failed"
+    unavailable "apt-get install $* failed"
 }
 
 ensure_packages() {
@@ -74,9 +79,9 @@ start_dockerd() {
   until engine_answers; do
     if ! kill -0 "$(cat "$state_dir/dockerd.launcher.pid")" 2>/dev/null; then
       tail -n 20 "$state_dir/dockerd.log" >&2 || true
-      die "dockerd exited at start (log: $state_dir/dockerd.log)"
+      unavailable "dockerd exited at start (log: $state_dir/dockerd.log)"
     fi
-    ((SECONDS < deadline)) || die "dockerd did not answer within 60 s (log: $state_dir/dockerd.log)"
+    ((SECONDS < deadline)) || unavailable "dockerd did not answer within 60 s (log: $state_dir/dockerd.log)"
     sleep 0.5
   done
   touch "$state_dir/started-here"

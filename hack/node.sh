@@ -71,8 +71,11 @@ check() {
   [[ -d /proc/sys/net/bridge ]] || ip link add caj-probe0 type bridge 2>/dev/null ||
     unavailable "the kernel has no bridge support for the pod network"
   ip link delete caj-probe0 2>/dev/null || true
-  command -v containerd >/dev/null || apt-cache show containerd >/dev/null 2>&1 ||
-    unavailable "containerd is not installed and apt cannot install it"
+  local package
+  for package in containerd runc containernetworking-plugins docker.io; do
+    dpkg -s "$package" >/dev/null 2>&1 || apt-cache show "$package" >/dev/null 2>&1 ||
+      unavailable "$package is not installed and apt cannot install it"
+  done
 }
 
 preflight() {
@@ -201,8 +204,22 @@ start_containerd() {
 }
 
 load_image() {
-  local image="$1"
-  docker image inspect "$image" >/dev/null 2>&1 || die "no local Docker image $image"
+  local image="$1" id ref have
+  id="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null)" || die "no local Docker image $image"
+  # containerd's name for it: docker.io/library/python:3.11, docker.io/me/app:1, ...
+  ref="$(docker image inspect -f '{{index .RepoTags 0}}' "$image")"
+  local first="${ref%%/*}"
+  if [[ "$ref" != */* ]]; then
+    ref="docker.io/library/$ref"
+  elif [[ "$first" != *.* && "$first" != *:* && "$first" != localhost ]]; then
+    ref="docker.io/$ref"
+  fi
+  # CRI lists an image by its config digest, which is Docker's image ID: same ID, same image.
+  have="$(ctr_ images ls -q)"
+  if grep -qx "$id" <<<"$have" && grep -qx "$ref" <<<"$have"; then
+    log "$image already in the node's containerd"
+    return
+  fi
   docker save "$image" | ctr_ images import - >/dev/null || die "importing $image into containerd failed"
 }
 
@@ -239,16 +256,22 @@ current-context: kubelet
 EOF
 }
 
+# The node reports its kubelet port to the apiserver, so any free one will do.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 write_kubelet_config() {
   cat >"$kubelet_dir/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-# Loopback only: the apiserver reaches this kubelet (logs, exec) on 127.0.0.1.
-address: 127.0.0.1
-port: ${KUBELET_PORT:-10250}
+# The apiserver reaches the kubelet (logs, exec) at the node's InternalIP, which may not be
+# loopback; clients need a certificate from the cluster CA.
+address: $node_ip
+port: $(free_port)
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
-healthzPort: ${KUBELET_HEALTHZ_PORT:-10248}
+healthzPort: $(free_port)
 containerRuntimeEndpoint: unix://$sock
 cgroupDriver: $cgroup_driver
 # This machine runs cgroup v1; kubelet >= 1.35 refuses it unless told otherwise.
@@ -276,6 +299,9 @@ start_kubelet() {
     log "kubelet already running (pid $(cat "$kubelet_dir/kubelet.pid"))"
     return
   fi
+  # The host's primary address (the one local-cluster advertises with a node).
+  node_ip="$(ip -4 route get 203.0.113.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}')"
+  [[ -n "$node_ip" ]] || unavailable "no non-loopback IPv4 address for the node"
   write_kubelet_credentials
   write_kubelet_config
   if [[ ! -f "$node_dir/tunables.saved" ]]; then
@@ -283,7 +309,7 @@ start_kubelet() {
   fi
   setsid "$K8S_BIN/kubelet" --config "$kubelet_dir/config.yaml" --kubeconfig "$kubelet_dir/kubeconfig" \
     --root-dir "$kubelet_dir/root" --cert-dir "$kubelet_dir/pki" \
-    --hostname-override "$node_name" --node-ip 127.0.0.1 --v 1 \
+    --hostname-override "$node_name" --node-ip "$node_ip" --v 1 \
     >"$kubelet_dir/kubelet.log" 2>&1 </dev/null &
   echo $! >"$kubelet_dir/kubelet.pid"
 }
@@ -309,13 +335,16 @@ up() {
   # systemd as PID 1 owns the cgroup tree; elsewhere kubelet and runc write it directly.
   [[ "$(cat /proc/1/comm 2>/dev/null)" == systemd ]] && cgroup_driver=systemd
   ensure_packages
-  "$here/docker.sh" up 2>&1 | sed 's/^/  /' >&2 || unavailable "no Docker engine to build the pause image"
+  # Docker builds the pause image and holds the images that `load-image` copies in.
+  local rc=0
+  "$here/docker.sh" up 2> >(sed 's/^/  /' >&2) || rc=$?
+  ((rc != 3)) || unavailable "no Docker engine to build the pause image and test images"
+  ((rc == 0)) || die "hack/docker.sh up failed (exit $rc)"
   ensure_crictl
   timed "pause image" ensure_pause_image
   mkdir -p "$node_dir"
   timed "containerd" start_containerd
-  ctr_ images ls -q | grep -qx "$pause_ref" ||
-    timed "loading $pause_image" load_image "$pause_image"
+  timed "loading $pause_image" load_image "$pause_image"
   echo 1 >/proc/sys/net/ipv4/ip_forward
   start_kubelet
   timed "kubelet registered and Ready" wait_node_ready
