@@ -63,7 +63,8 @@ def load_checkpoint(directory: Path, settings: dict[str, Any]) -> dict[str, Any]
     try:
         state = _load(path)
     except Exception as error:  # torch raises many types for a damaged file
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+        detail = " ".join(str(error).split())[-300:]  # one line, the informative tail
+        raise CheckpointError(f"cannot read checkpoint {path}: {detail}") from error
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has an unknown format {state.get('format')!r}")
     saved = state.get("settings", {})

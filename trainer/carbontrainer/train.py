@@ -222,7 +222,7 @@ def train(
                 "accuracy": accuracy,
                 "test_loss": test_loss,
                 "settings": settings,
-                "torch_version": torch.__version__,
+                "torch_version": str(torch.__version__),
             },
         )
         checkpoint_file = str(path)
