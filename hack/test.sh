@@ -83,11 +83,13 @@ fi
 step "local cluster (hack/local-cluster up $node_flag)"
 if hack/local-cluster status >/dev/null 2>&1; then
   echo "a local cluster is already running; using it (it stays up)"
-  exports="$(hack/local-cluster up $node_flag)" || exit 1
 else
   started_cluster=1
-  exports="$(hack/local-cluster up $node_flag)" || exit 1
 fi
+up_rc=0
+exports="$(hack/local-cluster up $node_flag)" || up_rc=$?
+# 3: no node can run here (e2e tests skip, saying why); 4: the node failed (they fail).
+[[ $up_rc == 0 || $up_rc == 3 || $up_rc == 4 ]] || exit 1
 eval "$exports"
 
 step "integration, e2e and docker tiers"
