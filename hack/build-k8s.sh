@@ -52,7 +52,7 @@ staging="$(mktemp -d "${bin_dir%/bin}.tmp.XXXXXX")"
 trap 'rm -rf "$staging"' EXIT
 (
   cd "$module"
-  CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags="$ldflags" -o "$staging/" "${targets[@]}"
+  CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath -ldflags="$ldflags" -o "$staging/" "${targets[@]}"
 )
 mkdir -p "$bin_dir"
 for name in "${missing[@]}"; do mv -f "$staging/$name" "$bin_dir/$name"; done
