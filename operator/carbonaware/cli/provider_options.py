@@ -112,8 +112,12 @@ def build_source(provider_args: dict) -> Source:
     if name == "replay" and args.get("trace") and not Path(args["trace"]).is_file():
         raise ConfigError(f"cannot read trace file {args['trace']}: no such file")
     args["name"] = args.pop("provider")
+    zone = args.get("zone")
+    if name == "replay":
+        # the trace's own zone decides: asking a GB trace for DE is an error, not a relabel
+        args.pop("zone", None)
     provider = make_provider(ProviderConfig.from_mapping(args))
-    zone = args.get("zone") or getattr(provider, "zone", None)
+    zone = zone or getattr(provider, "zone", None)
     if not zone:
         raise ConfigError(f"provider {name!r} needs --zone (e.g. --zone GB)")
     speed = float(args.get("speed", 1.0)) if name == "replay" else 1.0

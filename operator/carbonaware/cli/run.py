@@ -42,7 +42,7 @@ from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
 from carbonaware.providers.base import NoForecastError, ProviderError
 
 EXIT_INTERRUPTED = 130
-STAND_IN_SECONDS = 5
+STAND_IN_SECONDS = 3
 
 
 class Interrupted(Exception):
