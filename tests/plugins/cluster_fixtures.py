@@ -153,6 +153,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     exports = parse_exports(result.stdout)
     k8s_bin = Path(exports["PATH"].split(":", 1)[0])
     with pytest.MonkeyPatch.context() as env:
+        # For subprocesses (kubectl, the operator) and kubernetes.config.load_kube_config().
+        env.setenv("KUBECONFIG", exports["KUBECONFIG"])
         # Our kubectl first: it matches the apiserver's version.
         env.setenv("PATH", f"{k8s_bin}{os.pathsep}{os.environ['PATH']}")
         yield Cluster(Path(exports["KUBECONFIG"]), CLUSTER_DIR / "logs", k8s_bin)
