@@ -1,0 +1,193 @@
+"""Benchmark: carbon-trainer's loop vs the textbook DataLoader loop, same model, same samples.
+
+Each side runs in its own child process (so peak RSS is its own), alternating over the
+repeats (so a noisy neighbour hurts both alike); the table shows the median of each.
+
+    .venv/bin/python bench/trainer.py                       # one epoch each, CPU
+    .venv/bin/python bench/trainer.py --samples 20000 --repeats 3
+    .venv/bin/python bench/trainer.py --device cuda         # also prints the full-epoch time
+
+Textbook side: torchvision.datasets.MNIST + ToTensor + Normalize((0.1307,), (0.3081,)),
+DataLoader(batch_size=64, shuffle=True), Adadelta(lr=1.0), the loop of PyTorch's MNIST example.
+Trainer side: carbontrainer.train.train() with its defaults (one epoch over the same samples).
+Throughput counts training only (not the one-off dataset load, not the test pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = Path(os.environ.get("MNIST_DIR", REPO_ROOT.parent / "shared" / "data" / "mnist"))
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def run_textbook(data_dir: Path, samples: int, device_name: str, seed: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+    from carbontrainer.model import MnistNet
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    torch.manual_seed(seed)
+    device = torch.device(device_name)
+    transform = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
+    )
+    train_set = datasets.MNIST(str(data_dir), train=True, download=False, transform=transform)
+    test_set = datasets.MNIST(str(data_dir), train=False, download=False, transform=transform)
+    loader_options = {"batch_size": 64, "shuffle": True}
+    if device.type == "cuda":
+        loader_options.update(num_workers=1, pin_memory=True)
+    train_loader = DataLoader(Subset(train_set, range(samples)), **loader_options)
+    test_loader = DataLoader(test_set, batch_size=1000)
+    model = MnistNet().to(device)
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
+
+    start = time.perf_counter()
+    model.train()
+    for data, target in train_loader:
+        data, target = data.to(device), target.to(device)
+        optimizer.zero_grad()
+        output = model(data)
+        loss = F.nll_loss(output, target)
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for data, target in test_loader:
+            output = model(data.to(device))
+            correct += output.argmax(dim=1).eq(target.to(device)).sum().item()
+    return {
+        "samples": samples,
+        "seconds": seconds,
+        "samples_per_second": samples / seconds,
+        "accuracy": correct / len(test_set),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_trainer(data_dir: Path, samples: int, device_name: str, seed: int) -> dict:
+    from carbontrainer.train import TrainConfig, train
+
+    outcome = train(
+        TrainConfig(
+            data_dir=data_dir,
+            epochs=1,
+            max_samples=samples,
+            device=device_name,
+            seed=seed,
+            log_every=0,
+        ),
+        log=lambda _line: None,
+    )
+    return {
+        "samples": outcome.samples,
+        "seconds": outcome.train_seconds,
+        "samples_per_second": outcome.samples_per_second,
+        "accuracy": outcome.accuracy,
+        "threads": outcome.threads,
+    }
+
+
+RUNNERS = {"textbook": run_textbook, "trainer": run_trainer}
+
+
+def child(args: argparse.Namespace) -> None:
+    result = RUNNERS[args.child](args.data_dir, args.samples, args.device, args.seed)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    if args.device == "cuda":
+        import torch
+
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(result), flush=True)
+
+
+def _spawn(side: str, args: argparse.Namespace) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        side,
+        "--data-dir",
+        str(args.data_dir),
+        "--samples",
+        str(args.samples),
+        "--device",
+        args.device,
+        "--seed",
+        str(args.seed),
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=False)
+    if output.returncode != 0:
+        sys.exit(f"{side} run failed:\n{output.stderr[-3000:]}")
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--samples", type=int, default=60_000, help="default: one full epoch")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--child", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    if not (args.data_dir / "MNIST" / "raw").is_dir():
+        sys.exit(f"MNIST not found in {args.data_dir} (set --data-dir or MNIST_DIR)")
+
+    runs: dict[str, list[dict]] = {side: [] for side in RUNNERS}
+    for repeat in range(args.repeats):
+        # Alternate who goes first, so drifting machine load does not favour one side.
+        order = list(RUNNERS) if repeat % 2 == 0 else list(reversed(RUNNERS))
+        for side in order:
+            runs[side].append(_spawn(side, args))
+            print(f"repeat {repeat + 1} {side}: {json.dumps(runs[side][-1])}", flush=True)
+
+    def median(side: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[side])
+
+    print(
+        f"\n{args.samples} samples, device {args.device}, {args.repeats} repeat(s), "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
+    header = f"{'':10} {'samples/s':>10} {'seconds':>9} {'accuracy':>9} {'peak RSS MB':>12}"
+    if args.device == "cuda":
+        header += f" {'peak GPU MB':>12}"
+    print(header)
+    for side in RUNNERS:
+        row = (
+            f"{side:10} {median(side, 'samples_per_second'):10.0f} {median(side, 'seconds'):9.1f} "
+            f"{median(side, 'accuracy'):9.4f} {median(side, 'peak_rss_mb'):12.0f}"
+        )
+        if args.device == "cuda":
+            row += f" {median(side, 'peak_gpu_mb'):12.0f}"
+        print(row)
+    ratio = median("trainer", "samples_per_second") / median("textbook", "samples_per_second")
+    print(f"throughput ratio trainer/textbook: {ratio:.2f}x")
+    if args.samples >= 60_000:
+        for side in RUNNERS:
+            print(f"one full epoch, {side}: {median(side, 'seconds'):.1f} s")
+
+
+if __name__ == "__main__":
+    main()
