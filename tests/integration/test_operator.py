@@ -1,0 +1,571 @@
+"""The operator against a real control plane, as a user sees it through the API and kubectl.
+
+The operator runs as a subprocess (``carbonaware-operator``) under its own ServiceAccount's
+token (TokenRequest API + a kubeconfig for it), with the manifests' RBAC, watching one
+throwaway namespace. Readings come from the demo trace bundled in the package, replayed
+3600x faster than real time (one trace hour per second), or from a loopback HTTP server.
+
+This tier has no node, so nothing runs the pods: where a test needs a finished Job it plays
+the kubelet and reports the pod's container terminated (with the trainer's JSON termination
+message) through the pod status subresource; the real Job controller in the
+controller-manager then completes or fails the Job by its own rules (Complete +
+SuccessCriteriaMet, or Failed). The node tier (tests/e2e) runs the real trainer instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from cluster_fixtures import throwaway_namespace, wait_for
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "manifests"
+OPERATOR = Path(sys.executable).parent / "carbonaware-operator"
+GROUP, VERSION, PLURAL = "carbonaware.io", "v1alpha1", "carbonawarejobs"
+SA_NAMESPACE, SA_NAME = "carbonaware-system", "carbonaware-operator"
+SECRET_TOKEN = "s3cr3t-em-token-do-not-leak"
+# The demo trace from 16:00 on its first day: 240, 250, 255, 247, 250, 253, 217, 195, 172,
+# then 143 at 01:00 (9 trace hours = 9 s later) and ~100 by 03:00.
+DIRTY_EVENING = {"name": "replay", "speed": 3600, "start": "16h"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Operator:
+    namespace: str
+    kubeconfig: Path  # the operator's own: its ServiceAccount token
+    log: Path
+    metrics_port: int
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _kubectl(kubectl: str, kubeconfig: Path, *args: str, check: bool = True):
+    result = subprocess.run(
+        [kubectl, "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"kubectl {' '.join(args)}: {result.stderr}", pytrace=False)
+    return result
+
+
+def service_account_kubeconfig(admin: Path, token: str, path: Path) -> Path:
+    """A kubeconfig that authenticates with ``token`` only (no client certificate)."""
+    config = yaml.safe_load(admin.read_text())
+    cluster = dict(config["clusters"][0]["cluster"])
+    if "certificate-authority" in cluster:
+        ca = Path(cluster.pop("certificate-authority")).read_bytes()
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "local", "cluster": cluster}],
+                "users": [{"name": SA_NAME, "user": {"token": token}}],
+                "contexts": [{"name": SA_NAME, "context": {"cluster": "local", "user": SA_NAME}}],
+                "current-context": SA_NAME,
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def operator(kubectl: str, kubeconfig: Path, kube_api, tmp_path_factory) -> Iterator[Operator]:
+    for name in ("crd.yaml", "peering.yaml", "namespace.yaml", "rbac.yaml"):
+        _kubectl(kubectl, kubeconfig, "apply", "-f", str(MANIFESTS / name))
+    _kubectl(
+        kubectl,
+        kubeconfig,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/carbonawarejobs.carbonaware.io",
+    )
+    token = _kubectl(
+        kubectl, kubeconfig, "-n", SA_NAMESPACE, "create", "token", SA_NAME, "--duration=2h"
+    ).stdout.strip()
+    workdir = tmp_path_factory.mktemp("operator")
+    own_config = service_account_kubeconfig(kubeconfig, token, workdir / "operator.kubeconfig")
+    metrics_port, health_port = free_port(), free_port()
+    with throwaway_namespace(kube_api, "operator") as namespace:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(own_config),
+            "CARBONAWARE_NAMESPACES": namespace,
+            "CARBONAWARE_STANDALONE": "true",  # one operator per test namespace
+            "CARBONAWARE_POLL_FLOOR": "1s",
+            "CARBONAWARE_CACHE_TTL": "200ms",
+            "CARBONAWARE_METRICS_PORT": str(metrics_port),
+            "CARBONAWARE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{health_port}/healthz",
+            "CARBONAWARE_TRAINER_IMAGE": "carbonaware/trainer:dev",
+        }
+        log = workdir / "operator.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [str(OPERATOR)], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"operator exited:\n{log.read_text()}", pytrace=False)
+            try:
+                url = f"http://127.0.0.1:{health_port}/healthz"
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, 60, "the operator's /healthz", interval_s=0.5)
+        try:
+            yield Operator(namespace, own_config, log, metrics_port)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+# --- helpers: the user's view ---------------------------------------------------------
+
+
+def create(kube_api, namespace: str, name: str, spec: dict) -> dict:
+    from kubernetes import client
+
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CarbonAwareJob",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    return client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body
+    )
+
+
+def get(kube_api, namespace: str, name: str) -> dict:
+    from kubernetes import client
+
+    return client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+
+
+def status(kube_api, namespace: str, name: str) -> dict:
+    return get(kube_api, namespace, name).get("status") or {}
+
+
+def kubectl_row(kubectl: str, kubeconfig: Path, namespace: str, name: str) -> list[str]:
+    """The row `kubectl get carbonawarejobs NAME` prints, split on whitespace."""
+    out = _kubectl(kubectl, kubeconfig, "-n", namespace, "get", "carbonawarejobs", name).stdout
+    return out.splitlines()[1].split()
+
+
+def wait_phase(kube_api, namespace: str, name: str, phase: str, timeout: float = 60) -> dict:
+    def reached() -> dict | None:
+        current = status(kube_api, namespace, name)
+        return current if current.get("phase") == phase else None
+
+    return wait_for(reached, timeout, f"{name} to reach phase {phase}", interval_s=0.25)
+
+
+def jobs_of(kube_api, namespace: str, name: str) -> list:
+    from kubernetes import client
+
+    return (
+        client.BatchV1Api(kube_api)
+        .list_namespaced_job(namespace, label_selector=f"carbonaware.io/job={name}")
+        .items
+    )
+
+
+def events_of(kube_api, namespace: str, name: str) -> list:
+    from kubernetes import client
+
+    return (
+        client.CoreV1Api(kube_api)
+        .list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+        .items
+    )
+
+
+def event_reasons(kube_api, namespace: str, name: str) -> set[str]:
+    return {e.reason for e in events_of(kube_api, namespace, name)}
+
+
+def finish_pod(kube_api, namespace: str, job_name: str, exit_code: int, message: str) -> None:
+    """Play the kubelet (no node in this tier): report the Job's pod finished."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_api)
+
+    def pod():
+        items = core.list_namespaced_pod(
+            namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}"
+        ).items
+        return items[0] if items else None
+
+    found = wait_for(pod, 30, f"the Job controller to create {job_name}'s pod")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    container = found.spec.containers[0]
+    terminated = {
+        "exitCode": exit_code,
+        "reason": "Completed" if exit_code == 0 else "Error",
+        "message": message,
+        "startedAt": now,
+        "finishedAt": now,
+    }
+    core.patch_namespaced_pod_status(
+        found.metadata.name,
+        namespace,
+        {
+            "status": {
+                "phase": "Succeeded" if exit_code == 0 else "Failed",
+                "containerStatuses": [
+                    {
+                        "name": container.name,
+                        "image": container.image,
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            }
+        },
+    )
+
+
+def parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+# --- tests -----------------------------------------------------------------------------
+
+
+def test_waits_while_dirty_then_creates_exactly_one_job(
+    operator: Operator, kube_api, kubectl: str, kubeconfig: Path
+) -> None:
+    ns = operator.namespace
+    spec = {
+        "zone": "DEMO",
+        "provider": DIRTY_EVENING,
+        "thresholdGramsPerKWh": 150,
+        "maxDelay": "24h",
+        "pollInterval": "1s",
+        "trainer": {"epochs": 1},
+    }
+    create(kube_api, ns, "wait-then-run", spec)
+    waiting = wait_phase(kube_api, ns, "wait-then-run", "Waiting", timeout=30)
+    assert waiting["currentIntensity"] > 150
+    row = kubectl_row(kubectl, kubeconfig, ns, "wait-then-run")
+    assert row[1] == "Waiting" and row[2] == "DEMO" and float(row[4]) > 150
+    assert jobs_of(kube_api, ns, "wait-then-run") == []
+    assert "above threshold 150" in waiting["decision"]["reason"]
+
+    running = wait_phase(kube_api, ns, "wait-then-run", "Running", timeout=60)
+    assert running["currentIntensity"] <= 150
+    assert "at or below threshold 150" in running["decision"]["reason"]
+    time.sleep(3)  # more polls: still one Job
+    jobs = jobs_of(kube_api, ns, "wait-then-run")
+    assert [j.metadata.name for j in jobs] == [running["jobName"]]
+    owner = jobs[0].metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.controller) == ("CarbonAwareJob", "wait-then-run", True)
+    assert owner.uid == get(kube_api, ns, "wait-then-run")["metadata"]["uid"]
+    container = jobs[0].spec.template.spec.containers[0]
+    assert container.image == "carbonaware/trainer:dev"
+    assert container.termination_message_policy == "FallbackToLogsOnError"
+    assert container.security_context.read_only_root_filesystem is True
+    assert {"Waiting", "JobCreated"} <= event_reasons(kube_api, ns, "wait-then-run")
+    assert parse(running["startedAt"]) < parse(running["deadline"])
+    scheduled = next(c for c in running["conditions"] if c["type"] == "Scheduled")
+    assert scheduled["status"] == "True" and scheduled["reason"] == "JobCreated"
+    assert scheduled["observedGeneration"] == 1
+
+
+def test_starts_at_the_deadline_when_the_grid_never_gets_clean(
+    operator: Operator, kube_api
+) -> None:
+    ns = operator.namespace
+    spec = {
+        "zone": "DEMO",
+        "provider": DIRTY_EVENING,
+        "thresholdGramsPerKWh": 10,  # the trace never gets this clean
+        "maxDelay": "5h",
+        "pollInterval": "1s",
+        "trainer": {},
+    }
+    create(kube_api, ns, "deadline", spec)
+    wait_phase(kube_api, ns, "deadline", "Waiting", timeout=30)
+    running = wait_phase(kube_api, ns, "deadline", "Running", timeout=60)
+    assert "deadline reached" in running["decision"]["reason"]
+    started, deadline = parse(running["startedAt"]), parse(running["deadline"])
+    # On time: at the deadline, at most about one poll (1 s = 1 trace hour) late.
+    assert deadline <= started <= deadline + timedelta(hours=2)
+    assert running["currentIntensity"] > 10
+    assert {"DeadlineReached", "JobCreated"} <= event_reasons(kube_api, ns, "deadline")
+    assert len(jobs_of(kube_api, ns, "deadline")) == 1
+
+
+def test_accounts_energy_emissions_and_saving_when_the_job_completes(
+    operator: Operator, kube_api, kubectl: str, kubeconfig: Path
+) -> None:
+    from kubernetes import client
+
+    ns = operator.namespace
+    spec = {
+        "zone": "DEMO",
+        "provider": DIRTY_EVENING,
+        "thresholdGramsPerKWh": 150,
+        "pollInterval": "1s",
+        "power": {"watts": 100, "pue": 1.2},
+        "trainer": {"epochs": 1},
+    }
+    create(kube_api, ns, "accounted", spec)
+    running = wait_phase(kube_api, ns, "accounted", "Running", timeout=60)
+    time.sleep(2)  # let it run for a couple of trace hours
+    result = {
+        "status": "ok",
+        "accuracy": 0.981,
+        "epochs": 1,
+        "wall_seconds": 42.0,
+        "energy_kwh": 0.003,
+        "energy_method": "measured",
+        "device": "cpu",
+    }
+    finish_pod(kube_api, ns, running["jobName"], 0, json.dumps(result))
+    done = wait_phase(kube_api, ns, "accounted", "Succeeded", timeout=60)
+
+    assert done["energyMethod"] == "measured"
+    assert done["energyKWh"] == pytest.approx(0.003 * 1.2)  # measured IT energy x PUE
+    assert done["trainer"]["accuracy"] == 0.981 and done["trainer"]["durationSeconds"] == 42.0
+    # Emissions are the energy times intensities logged during the run (all <= 150 after
+    # the drop, and the run cannot predate it); the baseline started at 240+ g/kWh.
+    assert 0 < done["emissionsGrams"] <= done["energyKWh"] * 150 + 1e-9
+    assert done["baselineEmissionsGrams"] >= done["energyKWh"] * 190
+    assert done["savedGrams"] == pytest.approx(
+        done["baselineEmissionsGrams"] - done["emissionsGrams"], abs=1e-5
+    )
+    assert done["savedPercent"] > 20
+    assert "direct factors, actual readings" in done["emissionsBasis"]
+    assert parse(done["completedAt"]) >= parse(done["startedAt"])
+    assert "Succeeded" in event_reasons(kube_api, ns, "accounted")
+    row = kubectl_row(kubectl, kubeconfig, ns, "accounted")
+    assert row[1] == "Succeeded" and float(row[5]) == pytest.approx(done["emissionsGrams"])
+
+    log = client.CoreV1Api(kube_api).read_namespaced_config_map(done["logConfigMap"], ns)
+    csv_text = log.data["carbon_log.csv"]
+    assert "energy_method=measured" in csv_text
+    assert csv_text.count(",DEMO,") >= 5  # one row per reading
+    png = base64.b64decode(log.binary_data["carbon_plot.png"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_a_failed_job_fails_the_carbon_aware_job_with_the_reason(
+    operator: Operator, kube_api
+) -> None:
+    ns = operator.namespace
+    spec = {
+        "zone": "DEMO",
+        "provider": {**DIRTY_EVENING, "start": "26h"},  # already clean: runs at once
+        "thresholdGramsPerKWh": 150,
+        "pollInterval": "1s",
+        "trainer": {},
+    }
+    create(kube_api, ns, "doomed", spec)
+    running = wait_phase(kube_api, ns, "doomed", "Running", timeout=30)
+    finish_pod(kube_api, ns, running["jobName"], 1, "Traceback: out of memory")
+    failed = wait_phase(kube_api, ns, "doomed", "Failed", timeout=60)
+    assert "the Job failed: BackoffLimitExceeded" in failed["message"]
+    condition = next(c for c in failed["conditions"] if c["type"] == "Succeeded")
+    assert (condition["status"], condition["reason"]) == ("False", "JobFailed")
+    assert failed["energyMethod"] == "estimated"  # no JSON result: assumed power x time
+    assert "Failed" in event_reasons(kube_api, ns, "doomed")
+
+
+def test_delete_cascades_to_job_pods_and_log(operator: Operator, kube_api) -> None:
+    from kubernetes import client
+
+    ns = operator.namespace
+    spec = {
+        "zone": "DEMO",
+        "provider": {**DIRTY_EVENING, "start": "26h"},
+        "thresholdGramsPerKWh": 150,
+        "pollInterval": "1s",
+        "trainer": {},
+    }
+    create(kube_api, ns, "short-lived", spec)
+    running = wait_phase(kube_api, ns, "short-lived", "Running", timeout=30)
+    core = client.CoreV1Api(kube_api)
+    selector = f"batch.kubernetes.io/job-name={running['jobName']}"
+    wait_for(lambda: core.list_namespaced_pod(ns, label_selector=selector).items, 30, "the pod")
+    client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, "short-lived"
+    )
+
+    def all_gone() -> bool:
+        configmaps = core.list_namespaced_config_map(ns).items
+        return (
+            not jobs_of(kube_api, ns, "short-lived")
+            and not core.list_namespaced_pod(ns, label_selector=selector).items
+            and not [c for c in configmaps if c.metadata.name == "short-lived-carbon-log"]
+        )
+
+    wait_for(all_gone, 90, "the garbage collector to delete the Job, its pods and the log")
+
+
+def test_provider_outage_marks_data_stale_and_still_starts_at_the_deadline(
+    operator: Operator, kube_api, httpserver
+) -> None:
+    from kubernetes import client
+
+    ns = operator.namespace
+    httpserver.expect_request("/v3/carbon-intensity/latest").respond_with_data("down", 503)
+    httpserver.expect_request("/v3/carbon-intensity/history").respond_with_data("down", 503)
+    client.CoreV1Api(kube_api).create_namespaced_secret(
+        ns,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="em"), string_data={"token": SECRET_TOKEN}
+        ),
+    )
+    spec = {
+        "zone": "DE",
+        "provider": {
+            "name": "electricitymaps",
+            "baseUrl": httpserver.url_for("/").rstrip("/"),
+            "secretRef": {"name": "em"},
+        },
+        "maxDelay": "8s",  # wall clock: no replay here
+        "pollInterval": "1s",
+        "trainer": {},
+    }
+    create(kube_api, ns, "outage", spec)
+
+    def stale() -> dict | None:
+        current = status(kube_api, ns, "outage")
+        conditions = {c["type"]: c for c in current.get("conditions") or []}
+        if conditions.get("DataStale", {}).get("status") == "True":
+            return current
+        return None
+
+    during = wait_for(stale, 30, "a DataStale condition")
+    available = next(c for c in during["conditions"] if c["type"] == "ProviderAvailable")
+    assert available["status"] == "False" and "503" in available["message"]
+    assert during["phase"] == "Waiting"
+    running = wait_phase(kube_api, ns, "outage", "Running", timeout=40)
+    assert "deadline reached" in running["decision"]["reason"]
+    reasons = event_reasons(kube_api, ns, "outage")
+    assert {"ProviderUnavailable", "DeadlineReached", "JobCreated"} <= reasons
+    assert httpserver.log, "the operator never asked the provider"
+    # The token reached the provider, and nowhere else.
+    assert any(SECRET_TOKEN in str(request.headers) for request, _ in httpserver.log)
+    events = " ".join(f"{e.message}" for e in events_of(kube_api, ns, "outage"))
+    for where, text in (
+        ("status", json.dumps(running)),
+        ("events", events),
+        ("operator log", operator.log_text()),
+    ):
+        assert SECRET_TOKEN not in text, f"the provider token leaked into the {where}"
+
+
+def test_falls_back_along_the_chain_and_says_so(operator: Operator, kube_api, httpserver) -> None:
+    from kubernetes import client
+
+    ns = operator.namespace
+    httpserver.expect_request("/v3/carbon-intensity/latest").respond_with_data("down", 503)
+    httpserver.expect_request("/v3/carbon-intensity/history").respond_with_data("down", 503)
+    client.CoreV1Api(kube_api).create_namespaced_secret(
+        ns,
+        client.V1Secret(metadata=client.V1ObjectMeta(name="em2"), string_data={"token": "t"}),
+    )
+    spec = {
+        "zone": "DE",
+        "provider": {
+            "name": "electricitymaps",
+            "baseUrl": httpserver.url_for("/").rstrip("/"),
+            "secretRef": {"name": "em2"},
+            "fallback": [{"name": "static", "value": 321}],
+        },
+        "thresholdGramsPerKWh": 100,
+        "pollInterval": "1s",
+        "trainer": {},
+    }
+    create(kube_api, ns, "fallback", spec)
+
+    def fell_back() -> dict | None:
+        current = status(kube_api, ns, "fallback")
+        return current if current.get("readingProvider") == "static" else None
+
+    current = wait_for(fell_back, 40, "a reading from the fallback provider")
+    assert current["currentIntensity"] == 321
+    available = next(c for c in current["conditions"] if c["type"] == "ProviderAvailable")
+    assert (available["status"], available["reason"]) == ("False", "FellBack")
+    assert "electricitymaps" in available["message"]
+    assert current["phase"] == "Waiting"
+
+
+def test_operator_service_account_is_denied_what_it_does_not_need(
+    operator: Operator, kubectl: str
+) -> None:
+    ns = operator.namespace
+    allowed = [
+        ("create", "jobs.batch"),
+        ("get", "jobs.batch"),
+        ("patch", "carbonawarejobs.carbonaware.io/status"),
+        ("update", "configmaps"),
+        ("get", "secrets"),
+        ("create", "events"),
+        ("list", "pods"),
+    ]
+    denied = [
+        ("delete", "jobs.batch"),
+        ("update", "jobs.batch"),
+        ("create", "pods"),
+        ("delete", "pods"),
+        ("list", "secrets"),
+        ("watch", "secrets"),
+        ("delete", "configmaps"),
+        ("create", "carbonawarejobs.carbonaware.io"),
+        ("delete", "carbonawarejobs.carbonaware.io"),
+        ("create", "deployments.apps"),
+        ("create", "rolebindings.rbac.authorization.k8s.io"),
+        ("get", "nodes"),
+    ]
+    for verb, resource in allowed + denied:
+        answer = _kubectl(
+            kubectl, operator.kubeconfig, "auth", "can-i", verb, resource, "-n", ns, check=False
+        )
+        expected = "yes" if (verb, resource) in allowed else "no"
+        assert answer.stdout.strip() == expected, f"can-i {verb} {resource}: {answer.stdout}"
+    # And the API itself refuses: the operator's token cannot delete a Job.
+    refused = _kubectl(
+        kubectl, operator.kubeconfig, "-n", ns, "delete", "job", "anything", check=False
+    )
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
