@@ -144,7 +144,7 @@ def render_plot(log: IntensityLog, path: str | Path | None = None) -> bytes:
                 fontweight="bold",
             )
     if deadline is not None:
-        ax.axvline(deadline, color=COLOURS["deadline"], lw=1.2, ls="--", label="deadline")
+        ax.axvline(deadline, color=COLOURS["deadline"], lw=1.2, ls="--", label="start deadline")
         ax.annotate(
             "deadline",
             (deadline, top),

@@ -35,6 +35,9 @@ def test_measured_energy_wins_and_pue_multiplies_it_too():
     energy = energy_from(0.5, power_watts=250, duration=timedelta(hours=2), pue=1.1)
     assert energy.method == "measured" and energy.kwh == pytest.approx(0.55)
     assert energy_from(None, 100, HOUR).method == "estimated"
+    # the workload's own estimate, or a mix of measured and estimated parts, is an estimate
+    mixed = energy_from(0.5, 100, HOUR, reported_method="measured:nvml+estimated:cpu-time")
+    assert mixed.method == "estimated" and mixed.kwh == 0.5 and "cpu-time" in mixed.detail
     with pytest.raises(ValueError):
         estimate_energy(100, HOUR, pue=0.9)
 

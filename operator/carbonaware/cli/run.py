@@ -249,10 +249,12 @@ def _finish(
         log.set("completed_at", state.completed_at)
         log.set("planned_start", None)
         result = _trainer_result(state.child_output)
-        measured = result.get("energy_kwh") if _is_measured(result) else None
+        reported = result.get("energy_kwh")
+        if not isinstance(reported, int | float) or reported < 0:
+            reported = None
         energy = energy_from(
-            measured, power_watts, timedelta(seconds=max(state.wall_seconds, 0)), pue,
-            measured_by=f"the command ({result.get('energy_method', 'measured')})",
+            reported, power_watts, timedelta(seconds=max(state.wall_seconds, 0)), pue,
+            measured_by="the command", reported_method=str(result.get("energy_method", "measured")),
         )  # fmt: skip
         report = account(
             energy, [(state.started_at, state.completed_at)], state.submitted_at, log.readings
@@ -364,12 +366,6 @@ def _trainer_result(lines: list[str]) -> dict:
     return {}
 
 
-def _is_measured(result: dict) -> bool:
-    kwh = result.get("energy_kwh")
-    method = str(result.get("energy_method", "measured")).lower()
-    return isinstance(kwh, int | float) and kwh >= 0 and method.startswith("measured")
-
-
 def _stop(child: subprocess.Popen, grace_seconds: float) -> None:
     """SIGTERM the child's process group, then SIGKILL after the grace period."""
     if child.poll() is not None:
@@ -393,10 +389,11 @@ def _workload(cmd: list[str]) -> Workload:
     trainer = shutil.which("carbon-trainer") or str(Path(sys.executable).parent / "carbon-trainer")
     has_trainer = importlib.util.find_spec("carbontrainer") is not None and Path(trainer).exists()
     if has_trainer and (mnist / "MNIST" / "raw").is_dir():
-        out = tempfile.mkdtemp(prefix="carbon-trainer-")
-        argv = [trainer, "--epochs", "1", "--max-samples", "2000", "--batch-size", "64",
-                "--data-dir", str(mnist), "--output-dir", out]  # fmt: skip
-        return Workload(argv, f"MNIST trainer (1 epoch, 2000 samples, data {mnist})")
+        out = Path(tempfile.mkdtemp(prefix="carbon-trainer-"))  # fresh: never resume old runs
+        argv = [trainer, "--epochs", "1", "--max-samples", "1000", "--eval-samples", "1000",
+                "--batch-size", "64", "--data-dir", str(mnist), "--output-dir", str(out / "out"),
+                "--checkpoint-dir", str(out / "checkpoints")]  # fmt: skip
+        return Workload(argv, f"MNIST trainer (1 epoch, 1000 samples, data {mnist})")
     why = "the trainer is not installed" if not has_trainer else f"no MNIST data in {mnist}"
     argv = [
         sys.executable,

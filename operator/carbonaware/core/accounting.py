@@ -74,15 +74,26 @@ def energy_from(
     duration: timedelta,
     pue: float = 1.0,
     measured_by: str = "the workload",
+    reported_method: str = "measured",
 ) -> Energy:
-    """The workload's measured IT energy × PUE when it reported one, else the estimate."""
+    """The workload's reported IT energy × PUE when it reported one, else our estimate.
+
+    ``reported_method`` is the workload's own label (the trainer says e.g.
+    ``measured:rapl-package`` or ``estimated:cpu-time×10W/core``, parts joined by ``+``): the
+    energy counts as measured only when every part was measured.
+    """
     if measured_kwh is None:
         return estimate_energy(power_watts, duration, pue)
     _check_pue(pue)
     if measured_kwh < 0:
         raise ValueError(f"measured energy must be >= 0 kWh, got {measured_kwh}")
-    detail = f"measured by {measured_by}: {measured_kwh:.4g} kWh IT energy × PUE {pue:g}"
-    return Energy(measured_kwh * pue, "measured", detail)
+    parts = [p.strip().lower() for p in reported_method.split("+") if p.strip()]
+    method = "measured" if parts and all(p.startswith("measured") for p in parts) else "estimated"
+    detail = (
+        f"{method} by {measured_by} ({reported_method}): {measured_kwh:.4g} kWh IT energy "
+        f"× PUE {pue:g}"
+    )
+    return Energy(measured_kwh * pue, method, detail)
 
 
 def emissions_over(
