@@ -1,0 +1,219 @@
+"""Reliability test kit: a fault-injecting Electricity Maps server and an operator subprocess.
+
+- :class:`FaultServer` is a real HTTP server on loopback (pytest-httpserver / werkzeug,
+  threaded so a hanging answer does not block the others) speaking the Electricity Maps v3
+  shape (``/v3/carbon-intensity/latest|history|forecast?zone=``). Each zone has a mode that a
+  test switches at any time: ``ok``, ``hang`` (answers after the client's timeout), ``error500``,
+  ``ratelimit`` (429 with ``Retry-After``), ``malformed`` (not JSON), ``empty`` (no history, a
+  null latest value), ``gone`` (404 "zone not found"), ``stale`` (readings two days old).
+  It counts requests per zone and kind.
+- :class:`OperatorProcess` runs ``carbonaware-operator`` as a child process (so it can be
+  SIGKILLed and restarted) against a kubeconfig, watching given namespaces, logging to a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+MODES = ("ok", "hang", "error500", "ratelimit", "malformed", "empty", "gone", "stale")
+HANG_SECONDS = 12.0  # longer than the Electricity Maps client's 10 s timeout
+OPERATOR = Path(sys.executable).parent / "carbonaware-operator"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+@dataclass
+class FaultServer:
+    """An Electricity Maps v3 look-alike whose answers per zone a test controls."""
+
+    intensity: dict[str, float] = field(default_factory=dict)  # zone -> gCO2eq/kWh
+    modes: dict[str, str] = field(default_factory=dict)  # zone -> mode (default "ok")
+    retry_after_s: int = 2
+    requests: Counter = field(default_factory=Counter)  # (zone, kind) -> count
+    tokens_seen: set = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: HTTPServer | None = None
+
+    def start(self) -> FaultServer:
+        self._server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+        for kind in ("latest", "history", "forecast"):
+            self._server.expect_request(f"/v3/carbon-intensity/{kind}").respond_with_handler(
+                lambda request, kind=kind: self._answer(kind, request)
+            )
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.clear()
+            self._server.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return self._server.url_for("/").rstrip("/")
+
+    def set(self, zone: str, mode: str | None = None, intensity: float | None = None) -> None:
+        assert mode is None or mode in MODES, mode
+        with self._lock:
+            if mode is not None:
+                self.modes[zone] = mode
+            if intensity is not None:
+                self.intensity[zone] = intensity
+
+    def count(self, zone: str, kind: str | None = None) -> int:
+        with self._lock:
+            return sum(n for (z, k), n in self.requests.items() if z == zone and kind in (None, k))
+
+    def _answer(self, kind: str, request: Request) -> Response:
+        zone = request.args.get("zone", "")
+        with self._lock:
+            self.requests[(zone, kind)] += 1
+            self.tokens_seen.add(request.headers.get("auth-token", ""))
+            mode = self.modes.get(zone, "ok")
+            value = self.intensity.get(zone, 300.0)
+        if mode == "hang":
+            time.sleep(HANG_SECONDS)
+            return Response("{}", 200, content_type="application/json")
+        if mode == "error500":
+            return _json({"error": "internal error"}, 500)
+        if mode == "ratelimit":
+            response = _json({"message": "rate limit exceeded"}, 429)
+            response.headers["Retry-After"] = str(self.retry_after_s)
+            return response
+        if mode == "malformed":
+            return Response("{carbonIntensity: oops", 200, content_type="application/json")
+        if mode == "gone":
+            return _json({"message": f"Zone '{zone}' does not exist"}, 404)
+        if kind == "forecast":
+            return _json({"error": "forecast not in plan"}, 403)
+        now = datetime.now(UTC).replace(microsecond=0)
+        if mode == "stale":
+            now -= timedelta(days=2)
+        if kind == "history":
+            if mode == "empty":
+                return _json({"zone": zone, "history": []})
+            points = [_point(zone, now - timedelta(hours=h), value) for h in range(24, 0, -1)]
+            return _json({"zone": zone, "history": points})
+        point = _point(zone, now, None if mode == "empty" else value)
+        return _json(point)
+
+
+def _point(zone: str, ts: datetime, value: float | None) -> dict:
+    return {
+        "zone": zone,
+        "carbonIntensity": value,
+        "datetime": iso(ts),
+        "updatedAt": iso(ts),
+        "emissionFactorType": "direct",
+        "isEstimated": False,
+    }
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(json.dumps(body), status, content_type="application/json")
+
+
+# --- the operator as a process a test can kill ----------------------------------------
+
+
+@dataclass
+class OperatorProcess:
+    """``carbonaware-operator`` as a child process; restartable, killable, its log kept."""
+
+    kubeconfig: Path
+    namespaces: tuple[str, ...]
+    log: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    standalone: bool = True
+    process: subprocess.Popen | None = None
+    health_port: int = 0
+    starts: int = 0
+
+    def start(self, wait_healthy: bool = True) -> OperatorProcess:
+        self.health_port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "CARBONAWARE_NAMESPACES": ",".join(self.namespaces),
+            "CARBONAWARE_STANDALONE": "true" if self.standalone else "",
+            "CARBONAWARE_POLL_FLOOR": "1s",
+            "CARBONAWARE_CACHE_TTL": "500ms",
+            "CARBONAWARE_METRICS_PORT": "0",
+            "CARBONAWARE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.health_port}/healthz",
+            "CARBONAWARE_TRAINER_IMAGE": "carbonaware/trainer:dev",
+            **self.extra_env,
+        }
+        self.starts += 1
+        with self.log.open("a") as out:
+            out.write(f"\n===== start #{self.starts} at {datetime.now(UTC).isoformat()} =====\n")
+            out.flush()
+            self.process = subprocess.Popen(
+                [str(OPERATOR)], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        if wait_healthy:
+            self.wait_healthy()
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.health_port}/healthz"
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def wait_healthy(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.healthy():
+            if not self.alive():
+                raise RuntimeError(f"the operator exited:\n{self.log_text()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the operator never became healthy:\n{self.log_text()[-4000:]}")
+            time.sleep(0.2)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no last status write; what a node loss or OOM kill does."""
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
