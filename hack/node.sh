@@ -40,6 +40,8 @@ cni_dir="$node_dir/cni"
 # Kernel settings kubelet changes at start (vm.overcommit_memory, kernel.panic*); `down`
 # puts back what was there.
 tunables=(vm/overcommit_memory kernel/panic kernel/panic_on_oops)
+# One node per machine: kubelets share the kubepods cgroups, and nodes would share the bridge.
+owner_file=/run/carbonaware-node.owner
 
 log() { echo "node.sh: $*" >&2; }
 die() {
@@ -342,13 +344,24 @@ up() {
   ((rc == 0)) || die "hack/docker.sh up failed (exit $rc)"
   ensure_crictl
   timed "pause image" ensure_pause_image
-  mkdir -p "$node_dir"
+  claim_machine
   timed "containerd" start_containerd
   timed "loading $pause_image" load_image "$pause_image"
   echo 1 >/proc/sys/net/ipv4/ip_forward
   start_kubelet
   timed "kubelet registered and Ready" wait_node_ready
   log "node $node_name up in $((SECONDS - start)) s (logs under $node_dir)"
+}
+
+claim_machine() {
+  local other
+  other="$(cat "$owner_file" 2>/dev/null || true)"
+  if [[ -n "$other" && "$other" != "$node_dir" ]] &&
+    { alive "$other/kubelet/kubelet.pid" || alive "$other/containerd/containerd.pid"; }; then
+    die "another node runs on this machine (stop it: CLUSTER_DIR=${other%/node} $0 down)"
+  fi
+  mkdir -p "$node_dir"
+  echo "$node_dir" >"$owner_file"
 }
 
 stop_pid() {
@@ -375,11 +388,12 @@ down() {
   }
   stop_pid "$kubelet_dir/kubelet.pid" kubelet
   if alive "$containerd_dir/containerd.pid"; then
-    # Through CRI, so the CNI plugins release addresses, veths and iptables rules.
+    # Kill first (the cluster is going away: no grace periods), then remove the sandboxes
+    # through CRI, so the CNI plugins release addresses, veths and iptables rules.
+    for id in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$id" 2>/dev/null || true; done
     if [[ -x "$crictl" ]]; then
       "$crictl" -r "unix://$sock" -t 20s rmp -a -f >/dev/null 2>&1 || true
     fi
-    for id in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$id" 2>/dev/null || true; done
     for id in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$id" >/dev/null 2>&1 || true; done
     for id in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers delete "$id" >/dev/null 2>&1 || true; done
   fi
@@ -395,6 +409,7 @@ down() {
     kubectl_ delete node "$node_name" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   fi
   rm -rf "$node_dir"
+  [[ "$(cat "$owner_file" 2>/dev/null)" != "$node_dir" ]] || rm -f "$owner_file"
   log "node state removed"
 }
 
