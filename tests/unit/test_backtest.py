@@ -39,7 +39,7 @@ def scenarios(draw):
     return series, job, arrivals
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(scenarios())
 def test_oracle_is_the_best_start_by_brute_force(scenario):
     series, job, arrivals = scenario
@@ -53,7 +53,7 @@ def test_oracle_is_the_best_start_by_brute_force(scenario):
     assert not outcome.missed.any()
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(scenarios())
 def test_interruptible_oracle_is_the_cleanest_steps_by_brute_force(scenario):
     series, job, arrivals = scenario
@@ -239,3 +239,39 @@ def test_cli_unreadable_trace_is_one_line_and_exit_2(tmp_path):
     done = carbonctl("--trace", str(bogus))
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_issued_forecasts_land_on_their_origin_and_lead():
+    series = regular([100.0, 200.0, 300.0, 400.0, 500.0])
+    t = series.start
+    issued = pd.DataFrame(
+        {
+            "request_time": [t, t, t + pd.Timedelta(hours=2), t + pd.Timedelta(minutes=30)],
+            "forecast_time": [
+                t + pd.Timedelta(hours=1),
+                t + pd.Timedelta(hours=2),
+                t + pd.Timedelta(hours=3),
+                t + pd.Timedelta(hours=1),  # issued off the grid: ignored
+            ],
+            "intensity": [111.0, 222.0, 333.0, 999.0],
+        }
+    )
+    source = bt.issued_forecast(series, issued, horizon=3)
+    rows = source.windows(np.array([0, 1, 2]), 3)
+    np.testing.assert_allclose(rows[0], [100.0, 111.0, 222.0])
+    np.testing.assert_allclose(rows[1], [200.0, 200.0, 200.0])  # nothing issued: persistence
+    np.testing.assert_allclose(rows[2], [300.0, 333.0, 300.0])
+
+
+def test_cli_with_watttime_issued_forecasts(traces_dir):
+    trace = traces_dir / "watttime" / "watttime2023_caiso-north_actual.csv"
+    done = carbonctl(
+        "--trace", str(trace), "--json", "--forecast-error", "real", "--duration", "1h",
+        "--max-delay", "6h", "--policy", "forecast", "--policy", "interruptible",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (trace_report,) = json.loads(done.stdout)["traces"]
+    assert trace_report["step_minutes"] == 5
+    for result in trace_report["results"]:
+        assert result["forecast"] == "real"
+        assert result["misses"] == 0

@@ -32,6 +32,7 @@ def simulate(actual, forecast, job_steps, hysteresis):
     return np.array(ran)
 
 
+@settings(deadline=None)  # the machine is shared: no per-example time limit
 @given(intensities, st.data())
 def test_plan_is_the_cleanest_combination(values, data):
     job_steps = data.draw(st.integers(1, len(values)))
@@ -41,7 +42,7 @@ def test_plan_is_the_cleanest_combination(values, data):
     assert np.array(values)[mask].sum() == pytest.approx(best)
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(intensities, st.data())
 def test_online_rule_covers_the_job_and_finishes_in_time(values, data):
     """Whatever the forecast error, the job runs exactly its length inside its window."""
@@ -54,6 +55,7 @@ def test_online_rule_covers_the_job_and_finishes_in_time(values, data):
     assert len(ran) == len(values)  # the window ends at the latest finish
 
 
+@settings(deadline=None)
 @given(intensities, st.data())
 def test_online_rule_with_perfect_forecast_matches_the_plan(values, data):
     job_steps = data.draw(st.integers(1, len(values)))
