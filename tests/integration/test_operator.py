@@ -42,6 +42,19 @@ SECRET_TOKEN = "s3cr3t-em-token-do-not-leak"
 # The demo trace from 16:00 on its first day: 240, 250, 255, 247, 250, 253, 217, 195, 172,
 # then 143 at 01:00 (9 trace hours = 9 s later) and ~100 by 03:00.
 DIRTY_EVENING = {"name": "replay", "speed": 3600, "start": "16h"}
+CLEAN_NIGHT = {"name": "replay", "speed": 3600, "start": "26h"}  # ~100 g/kWh: runs at once
+
+
+def replay_job(**overrides) -> dict:
+    """A trainer job on the bundled demo trace, polling every second, threshold 150."""
+    spec = {
+        "zone": "SYNTHETIC",
+        "provider": DIRTY_EVENING,
+        "thresholdGramsPerKWh": 150,
+        "pollInterval": "1s",
+        "trainer": {"epochs": 1},
+    }
+    return spec | overrides
 
 
 def free_port() -> int:
@@ -274,19 +287,12 @@ def test_waits_while_dirty_then_creates_exactly_one_job(
     operator: Operator, kube_api, kubectl: str, kubeconfig: Path
 ) -> None:
     ns = operator.namespace
-    spec = {
-        "zone": "DEMO",
-        "provider": DIRTY_EVENING,
-        "thresholdGramsPerKWh": 150,
-        "maxDelay": "24h",
-        "pollInterval": "1s",
-        "trainer": {"epochs": 1},
-    }
+    spec = replay_job(maxDelay="24h")
     create(kube_api, ns, "wait-then-run", spec)
     waiting = wait_phase(kube_api, ns, "wait-then-run", "Waiting", timeout=30)
     assert waiting["currentIntensity"] > 150
     row = kubectl_row(kubectl, kubeconfig, ns, "wait-then-run")
-    assert row[1] == "Waiting" and row[2] == "DEMO" and float(row[4]) > 150
+    assert row[1] == "Waiting" and row[2] == "SYNTHETIC" and float(row[4]) > 150
     assert jobs_of(kube_api, ns, "wait-then-run") == []
     assert "above threshold 150" in waiting["decision"]["reason"]
 
@@ -314,14 +320,7 @@ def test_starts_at_the_deadline_when_the_grid_never_gets_clean(
     operator: Operator, kube_api
 ) -> None:
     ns = operator.namespace
-    spec = {
-        "zone": "DEMO",
-        "provider": DIRTY_EVENING,
-        "thresholdGramsPerKWh": 10,  # the trace never gets this clean
-        "maxDelay": "5h",
-        "pollInterval": "1s",
-        "trainer": {},
-    }
+    spec = replay_job(thresholdGramsPerKWh=10, maxDelay="5h")  # never this clean
     create(kube_api, ns, "deadline", spec)
     wait_phase(kube_api, ns, "deadline", "Waiting", timeout=30)
     running = wait_phase(kube_api, ns, "deadline", "Running", timeout=60)
@@ -340,14 +339,7 @@ def test_accounts_energy_emissions_and_saving_when_the_job_completes(
     from kubernetes import client
 
     ns = operator.namespace
-    spec = {
-        "zone": "DEMO",
-        "provider": DIRTY_EVENING,
-        "thresholdGramsPerKWh": 150,
-        "pollInterval": "1s",
-        "power": {"watts": 100, "pue": 1.2},
-        "trainer": {"epochs": 1},
-    }
+    spec = replay_job(power={"watts": 100, "pue": 1.2})
     create(kube_api, ns, "accounted", spec)
     running = wait_phase(kube_api, ns, "accounted", "Running", timeout=60)
     time.sleep(2)  # let it run for a couple of trace hours
@@ -383,7 +375,7 @@ def test_accounts_energy_emissions_and_saving_when_the_job_completes(
     log = client.CoreV1Api(kube_api).read_namespaced_config_map(done["logConfigMap"], ns)
     csv_text = log.data["carbon_log.csv"]
     assert "energy_method=measured" in csv_text
-    assert csv_text.count(",DEMO,") >= 5  # one row per reading
+    assert csv_text.count(",SYNTHETIC,") >= 5  # one row per reading
     png = base64.b64decode(log.binary_data["carbon_plot.png"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
@@ -392,13 +384,7 @@ def test_a_failed_job_fails_the_carbon_aware_job_with_the_reason(
     operator: Operator, kube_api
 ) -> None:
     ns = operator.namespace
-    spec = {
-        "zone": "DEMO",
-        "provider": {**DIRTY_EVENING, "start": "26h"},  # already clean: runs at once
-        "thresholdGramsPerKWh": 150,
-        "pollInterval": "1s",
-        "trainer": {},
-    }
+    spec = replay_job(provider=CLEAN_NIGHT)
     create(kube_api, ns, "doomed", spec)
     running = wait_phase(kube_api, ns, "doomed", "Running", timeout=30)
     finish_pod(kube_api, ns, running["jobName"], 1, "Traceback: out of memory")
@@ -410,17 +396,24 @@ def test_a_failed_job_fails_the_carbon_aware_job_with_the_reason(
     assert "Failed" in event_reasons(kube_api, ns, "doomed")
 
 
+def test_a_zone_the_provider_does_not_serve_fails_the_job_with_why(
+    operator: Operator, kube_api
+) -> None:
+    ns = operator.namespace
+    create(kube_api, ns, "wrong-zone", replay_job(zone="DE"))
+    failed = wait_phase(kube_api, ns, "wrong-zone", "Failed", timeout=30)
+    assert "holds zone 'SYNTHETIC' only" in failed["message"]
+    condition = next(c for c in failed["conditions"] if c["type"] == "Succeeded")
+    assert condition["reason"] == "UnknownZone"
+    assert jobs_of(kube_api, ns, "wrong-zone") == []
+    assert "Failed" in event_reasons(kube_api, ns, "wrong-zone")
+
+
 def test_delete_cascades_to_job_pods_and_log(operator: Operator, kube_api) -> None:
     from kubernetes import client
 
     ns = operator.namespace
-    spec = {
-        "zone": "DEMO",
-        "provider": {**DIRTY_EVENING, "start": "26h"},
-        "thresholdGramsPerKWh": 150,
-        "pollInterval": "1s",
-        "trainer": {},
-    }
+    spec = replay_job(provider=CLEAN_NIGHT)
     create(kube_api, ns, "short-lived", spec)
     running = wait_phase(kube_api, ns, "short-lived", "Running", timeout=30)
     core = client.CoreV1Api(kube_api)

@@ -191,14 +191,15 @@ class JobSource:
 def _source_config(
     source: ProviderSource | Any,
     name: str,
-    zone: str,
     settings: OperatorSettings,
     credentials: dict[str, str],
 ) -> dict[str, Any]:
-    config: dict[str, Any] = {"name": name, "zone": zone, "base_url": source.base_url}
+    config: dict[str, Any] = {"name": name, "base_url": source.base_url}
     if source.basis:
         config["basis"] = source.basis
     if name == "replay":
+        # No zone override: a trace answers for the zone it holds, and a job asking for
+        # another fails with UnknownZone rather than silently relabelling the data.
         config["trace"] = source.trace or settings.trace
         config["speed"] = source.speed or settings.default_replay_speed
         config["start"] = source.start
@@ -237,12 +238,11 @@ def build_source(
     config = _source_config(
         spec.provider,
         primary_name,
-        spec.zone,
         settings,
         _credentials(kube, namespace, primary_name, spec.provider),
     )
     config["fallback"] = [
-        _source_config(f, f.name, spec.zone, settings, _credentials(kube, namespace, f.name, f))
+        _source_config(f, f.name, settings, _credentials(kube, namespace, f.name, f))
         for f in spec.provider.fallback
     ]
     try:
