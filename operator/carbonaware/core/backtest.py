@@ -44,6 +44,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from carbonaware.core.forecast import DEFAULT_TAU, seasonal_naive_predict
 from carbonaware.core.interruptible import DEFAULT_HYSTERESIS, cleanest_steps, run_or_pause
+from carbonaware.core.policy import best_window_start
 
 NON_INTERRUPTIBLE_POLICIES = ("now", "threshold", "forecast", "forecast-own", "oracle")
 INTERRUPTIBLE_POLICIES = ("interruptible", "interruptible-own", "oracle-interruptible")
@@ -353,16 +354,13 @@ def forecast_policy(
     job: JobShape,
     source: ForecastSource,
     policy: str = "forecast",
-    best_start: Callable[..., int] | None = None,
 ) -> Outcome:
     """Plan at arrival with the product's window choice on the forecast issued then."""
-    if best_start is None:
-        from carbonaware.core.policy import best_window_start as best_start
     windows = source.windows(arrivals, job.horizon)
     offsets = np.arange(job.horizon)
     starts = np.fromiter(
         (
-            arrival + best_start(offsets, row, job.duration_steps, 0, job.max_delay_steps)
+            arrival + best_window_start(offsets, row, job.duration_steps, 0, job.max_delay_steps)
             for arrival, row in zip(arrivals, windows, strict=True)
         ),
         dtype=int,
