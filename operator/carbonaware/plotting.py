@@ -336,6 +336,8 @@ def _subtitle(meta: dict[str, str]) -> str:
 
 def caption_text(meta: dict[str, str]) -> str:
     if "energy_kwh" not in meta:
+        if meta.get("status") == "interrupted":
+            return "Energy, emissions and saving: none (interrupted before the job started)"
         return "Energy, emissions and saving: pending (the job has not run yet)"
     energy = float(meta["energy_kwh"])
     lines = [

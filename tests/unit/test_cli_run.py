@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.model import Reading
+from carbonaware.plotting import caption_text
 
 CARBONCTL = str(Path(sys.executable).parent / "carbonctl")
 PY = sys.executable
@@ -169,6 +170,7 @@ def test_interrupt_while_waiting_writes_log_and_plot(tmp_path):
     log = read_log(tmp_path / "carbon_log.csv")
     assert log.metadata["status"] == "interrupted" and "started_at" not in log.metadata
     assert log.readings[0].intensity == 500
+    assert "interrupted before the job started" in caption_text(log.metadata)
     assert_png(tmp_path / "carbon_plot.png")
 
 

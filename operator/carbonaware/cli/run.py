@@ -46,7 +46,10 @@ STAND_IN_SECONDS = 3
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived: stop the child, write the log and plot, exit 130."""
+    """SIGINT or SIGTERM arrived: stop the child, write the log and plot, exit 130.
+
+    The handlers only note the signal; the waits act on it, so a signal never lands halfway
+    through updating the log, and a second Ctrl+C cannot cut the cleanup short."""
 
 
 @dataclass
@@ -149,7 +152,6 @@ def command(
         _watch(child, source, state, poll_every)
     except (Interrupted, KeyboardInterrupt):
         interrupted = True
-        _ignore_signals()  # finish cleaning up even if the user presses Ctrl+C again
         click.echo("interrupted: stopping" + (" the command" if child else ""), err=True)
         if child is not None:
             _stop(child, grace_period.total_seconds())
@@ -214,13 +216,9 @@ def _start(workload: Workload, state: RunState, source: Source) -> subprocess.Po
 
 def _watch(child: subprocess.Popen, source: Source, state: RunState, poll_every: timedelta):
     wall_poll = poll_every.total_seconds() / source.speed
-    while True:
-        try:
-            child.wait(timeout=wall_poll)
-            break
-        except subprocess.TimeoutExpired:
-            reading = _poll(source, state)
-            _progress(source.now(), reading, "running", "command running")
+    while not _wait_wall(wall_poll, until_exited=child):
+        reading = _poll(source, state)
+        _progress(source.now(), reading, "running", "command running")
     state.completed_at = source.now()
     state.wall_seconds += time.monotonic()
     state.returncode = child.returncode
@@ -341,8 +339,22 @@ def _progress(now: datetime, reading: Reading | None, action: str, reason: str) 
 
 
 def _sleep(delta: timedelta, source: Source) -> None:
-    seconds = max(delta.total_seconds(), 0) / source.speed
-    time.sleep(max(seconds, 0.01))
+    _wait_wall(max(delta.total_seconds(), 0) / source.speed)
+
+
+def _wait_wall(seconds: float, until_exited: subprocess.Popen | None = None) -> bool:
+    """Sleep ``seconds`` of wall time in short slices, so a signal is acted on promptly (and
+    only here, never halfway through updating the log). True when ``until_exited`` exited."""
+    end = time.monotonic() + max(seconds, 0.01)
+    while True:
+        if _stop_requested:
+            raise Interrupted(_stop_requested[-1])
+        if until_exited is not None and until_exited.poll() is not None:
+            return True
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(left, 0.05))
 
 
 def _relay_output(child: subprocess.Popen, state: RunState) -> None:
@@ -407,20 +419,19 @@ def _workload(cmd: list[str]) -> Workload:
     )
 
 
-def _raise_interrupted(signum, frame) -> None:
-    raise Interrupted(signal.Signals(signum).name)
+_stop_requested: list[str] = []  # signal names received; acted on at the next wait
+
+
+def _note_signal(signum, frame) -> None:
+    _stop_requested.append(signal.Signals(signum).name)
 
 
 def _install_signal_handlers():
+    _stop_requested.clear()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
-        signal.signal(sig, _raise_interrupted)
+        signal.signal(sig, _note_signal)
     return previous
-
-
-def _ignore_signals() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
 
 
 def _restore_signal_handlers(previous) -> None:
