@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from carbonaware.core.durations import format_duration, parse_duration
 from carbonaware.core.model import Reading
 from carbonaware.core.policy import (
     Decision,
@@ -144,3 +145,11 @@ def test_perfect_forecast_never_picks_a_dirtier_window_than_threshold(scenario):
     chosen = np.mean(values[start : start + duration])
     by_threshold = threshold_start(values, threshold, max_delay)
     assert chosen <= np.mean(values[by_threshold : by_threshold + duration]) + 1e-6
+
+
+@settings(deadline=None)
+@given(st.integers(min_value=0, max_value=400 * 86400))
+def test_durations_in_settings_and_reasons_round_trip(seconds):
+    # the CLI parses --max-delay with parse_duration; reasons print format_duration
+    delta = timedelta(seconds=seconds)
+    assert parse_duration(format_duration(delta)) == delta

@@ -73,27 +73,58 @@ class RunState:
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @provider_options
-@click.option("--threshold", type=float, default=300.0, show_default=True, help="g/kWh.")
-@click.option("--max-delay", default="6h", show_default=True, help="Longest start delay.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="threshold strategy: start at the first reading at or below this gCO2eq/kWh.",
+)
+@click.option(
+    "--max-delay",
+    default="6h",
+    show_default=True,
+    help="Never delay the start longer than this (the deadline): 90s, 30m, 6h, 1h30m, 2d.",
+)
 @click.option(
     "--strategy",
     type=click.Choice([s.value for s in Strategy]),
     default=Strategy.THRESHOLD.value,
     show_default=True,
+    help="threshold: first clean-enough reading; forecast: cleanest window before the deadline.",
 )
-@click.option("--expected-duration", default="30m", show_default=True, help="For 'forecast'.")
-@click.option("--poll", default="1m", show_default=True, help="Poll interval (provider time).")
+@click.option(
+    "--expected-duration",
+    default="30m",
+    show_default=True,
+    help="How long the command runs: the forecast strategy picks the cleanest window this long.",
+)
+@click.option(
+    "--poll", default="1m", show_default=True, help="Poll interval, in the provider's time."
+)
 @click.option(
     "--power-watts",
     type=float,
     default=150.0,
     show_default=True,
-    help="Assumed average power when the command does not report measured energy.",
+    help="Assumed average power (W), used when the command reports no energy (a last stdout "
+    "line of JSON with energy_kwh, as the MNIST trainer prints).",
 )
-@click.option("--pue", type=float, default=1.0, show_default=True, help="Power usage eff.")
-@click.option("--log", "log_path", default="carbon_log.csv", show_default=True)
-@click.option("--plot", "plot_path", default="carbon_plot.png", show_default=True)
-@click.option("--grace", default="10s", show_default=True, help="SIGTERM→SIGKILL grace.")
+@click.option(
+    "--pue",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Power usage effectiveness; multiplies measured and estimated (IT) energy alike.",
+)
+@click.option("--log", "log_path", default="carbon_log.csv", show_default=True, help="CSV log.")
+@click.option("--plot", "plot_path", default="carbon_plot.png", show_default=True, help="PNG.")
+@click.option(
+    "--grace",
+    default="10s",
+    show_default=True,
+    help="On Ctrl+C the command gets SIGTERM, then SIGKILL after this long.",
+)
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 def command(
     provider_args: dict,
