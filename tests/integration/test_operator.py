@@ -562,3 +562,59 @@ def test_operator_service_account_is_denied_what_it_does_not_need(
         kubectl, operator.kubeconfig, "-n", ns, "delete", "job", "anything", check=False
     )
     assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
+
+
+def test_kubectl_carbon_plugin_and_carbonctl_plot_read_the_job(
+    operator: Operator, kube_api, kubectl: str, kubeconfig: Path, tmp_path: Path
+) -> None:
+    ns = operator.namespace
+    create(kube_api, ns, "for-people", replay_job(provider=CLEAN_NIGHT))
+    running = wait_phase(kube_api, ns, "for-people", "Running", timeout=30)
+    time.sleep(2)
+    result = {"status": "ok", "accuracy": 0.975, "epochs": 1, "wall_seconds": 30.0}
+    finish_pod(kube_api, ns, running["jobName"], 0, json.dumps(result))
+    done = wait_phase(kube_api, ns, "for-people", "Succeeded", timeout=60)
+
+    # kubectl finds the plugin on PATH, as it would for a user.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    def plugin(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [kubectl, "carbon", *args],  # kubectl takes no flags before a plugin's name
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    shown = plugin("status", "for-people", "-n", ns, "--kubeconfig", str(kubeconfig))
+    assert shown.returncode == 0, shown.stderr
+    assert "Phase:       Succeeded" in shown.stdout
+    assert f"{done['emissionsGrams']:.4g} gCO2eq" in shown.stdout
+    assert "accuracy 97.50%" in shown.stdout
+
+    missing = plugin("status", "no-such-job", "-n", ns, "--kubeconfig", str(kubeconfig))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        f'kubectl carbon: error: CarbonAwareJob "no-such-job" not found in namespace "{ns}"'
+    )
+
+    zone = plugin("intensity", "--zone", "SYNTHETIC", "-n", ns, "--kubeconfig", str(kubeconfig))
+    assert zone.returncode == 0 and zone.stdout.startswith("SYNTHETIC: "), zone.stderr
+
+    png = tmp_path / "plugin.png"
+    drawn = plugin("plot", "for-people", "-n", ns, "-o", str(png), "--kubeconfig", str(kubeconfig))
+    assert drawn.returncode == 0, drawn.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+    carbon_plot = tmp_path / "carbon_plot.png"
+    carbonctl = subprocess.run(
+        [str(Path(sys.executable).parent / "carbonctl"), "plot", "--job", "for-people",
+         "-n", ns, "-o", str(carbon_plot)],
+        capture_output=True,
+        text=True,
+        env={**env, "KUBECONFIG": str(kubeconfig)},
+        timeout=60,
+    )  # fmt: skip
+    assert carbonctl.returncode == 0, carbonctl.stderr
+    assert carbon_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

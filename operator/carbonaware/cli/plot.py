@@ -34,9 +34,19 @@ def plot_from_log(log: IntensityLog, out: str | Path) -> Path:
 
 
 @click.command()
-@click.option("--log", "log_path", required=True, help="Intensity log CSV (carbonctl run --log).")
+@click.option("--log", "log_path", help="Intensity log CSV (carbonctl run --log).")
+@click.option("--job", help="A CarbonAwareJob: read its log ConfigMap from the cluster.")
+@click.option("-n", "--namespace", help="The job's namespace (default: the kubeconfig's).")
 @click.option("-o", "--output", default="carbon_plot.png", show_default=True, help="PNG to write.")
-def command(log_path: str, output: str) -> None:
+def command(log_path: str | None, job: str | None, namespace: str | None, output: str) -> None:
     """Render carbon_plot.png from an intensity log."""
-    out = plot_from_log(read_log(log_path), output)
+    if (log_path is None) == (job is None):
+        raise click.UsageError("give exactly one of --log FILE or --job NAME")
+    if job is not None:
+        from carbonaware.kube.lookup import read_job_log_from_cluster  # kubernetes: only here
+
+        log = read_job_log_from_cluster(job, namespace)
+    else:
+        log = read_log(log_path)
+    out = plot_from_log(log, output)
     click.echo(f"wrote {out}")
