@@ -12,7 +12,8 @@
 # (admin kubeconfig of the control plane), K8S_BIN (folder with kubelet and kubectl),
 # CLUSTER_CA_CERT / CLUSTER_CA_KEY (default $CLUSTER_DIR/pki/ca.{crt,key}: the kubelet's
 # client certificate is signed with them), NODE_NAME (default carbonaware-node),
-# POD_CIDR (default 10.88.0.0/16). Everything lives under $CLUSTER_DIR/node.
+# POD_CIDR (default 10.88.0.0/16). Everything lives under $CLUSTER_DIR/node, except the
+# image cache (containerd's root) in ${CARBONAWARE_CACHE:-~/.cache/carbonaware}/node/.
 #
 # Where no node can run here, `up` exits 3 and its last stderr line is one reason, prefixed
 # "node unavailable:", which the e2e tests print when they skip. Other failures exit 1.
@@ -34,6 +35,10 @@ pause_ref="docker.io/$pause_image"
 bridge_name="cni-caj0"
 
 containerd_dir="$node_dir/containerd"
+# containerd's content and snapshots are a cache of images, kept across down/up (like
+# /var/lib/docker), so a warm `load-image` of an unchanged image copies nothing. Safe to
+# share: only one node runs per machine, and `down` deletes every container first.
+containerd_root="$cache/node/containerd-root"
 sock="$containerd_dir/containerd.sock"
 kubelet_dir="$node_dir/kubelet"
 cni_dir="$node_dir/cni"
@@ -138,7 +143,7 @@ write_containerd_config() {
   mkdir -p "$containerd_dir" "$cni_dir/net.d" "$cni_dir/ipam"
   cat >"$containerd_dir/config.toml" <<EOF
 version = 2
-root = "$containerd_dir/root"
+root = "$containerd_root"
 state = "$containerd_dir/state"
 [grpc]
   address = "$sock"
@@ -399,7 +404,8 @@ down() {
   fi
   stop_pid "$containerd_dir/containerd.pid" containerd
   # Mounts kubelet and containerd made under the node's folders (volumes, rootfs, shm).
-  awk -v d="$node_dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r |
+  awk -v d="$node_dir/" -v r="$containerd_root/" 'index($2, d) == 1 || index($2, r) == 1 {print $2}' \
+    /proc/self/mounts | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null || true; done
   ip link delete "$bridge_name" 2>/dev/null || true
   if [[ -f "$node_dir/tunables.saved" ]]; then
