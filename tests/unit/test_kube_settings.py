@@ -1,0 +1,51 @@
+"""Operator settings from the environment (the ConfigMap in manifests/config.yaml)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from carbonaware.kube.settings import SettingsError, bundled_trace, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_shipped_configmap_parses_and_names_only_known_settings() -> None:
+    config = yaml.safe_load((REPO / "manifests" / "config.yaml").read_text())["data"]
+    settings = load_settings(config)
+    assert settings.poll_floor == timedelta(seconds=10)
+    assert settings.default_provider == "replay"
+    assert settings.trainer_image == "carbonaware/trainer:dev"
+    assert settings.namespaces == ()
+    known = {f"CARBONAWARE_{name.upper()}" for name in settings.__dataclass_fields__}
+    assert set(config) <= known  # no setting the operator would silently ignore
+
+
+def test_defaults_replay_the_bundled_demo_trace() -> None:
+    settings = load_settings({})
+    assert settings.trace == str(bundled_trace())
+    assert Path(settings.trace).is_file()
+
+
+def test_namespaces_and_durations() -> None:
+    settings = load_settings(
+        {"CARBONAWARE_NAMESPACES": "ml, research ,", "CARBONAWARE_POLL_FLOOR": "1m30s"}
+    )
+    assert settings.namespaces == ("ml", "research")
+    assert settings.poll_floor == timedelta(seconds=90)
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"CARBONAWARE_POLL_FLOOR": "often"}, "CARBONAWARE_POLL_FLOOR"),
+        ({"CARBONAWARE_POLL_FLOOR": "10ms"}, "at least 100ms"),
+        ({"CARBONAWARE_METRICS_PORT": "eighty"}, "CARBONAWARE_METRICS_PORT"),
+        ({"CARBONAWARE_DEFAULT_PROVIDER": "carbonfairy"}, "unknown provider"),
+    ],
+)
+def test_bad_settings_name_the_variable(env: dict, needle: str) -> None:
+    with pytest.raises(SettingsError, match=needle):
+        load_settings(env)
