@@ -29,7 +29,8 @@ ca_key="${CLUSTER_CA_KEY:-$cluster_dir/pki/ca.key}"
 cache="${CARBONAWARE_CACHE:-$HOME/.cache/carbonaware}"
 crictl_version="v1.34.0"
 crictl="$cache/crictl-$crictl_version/crictl"
-pause_image="carbonaware/pause:local"
+# Tagged by the source's hash, so a changed pause.c makes a new image.
+pause_image="carbonaware/pause:$(sha256sum "$here/pause/pause.c" | cut -c1-12)"
 # containerd names images as a registry would; kubelet asks for this name.
 pause_ref="docker.io/$pause_image"
 bridge_name="cni-caj0"
