@@ -30,6 +30,13 @@ def carbonctl(*args: str, cwd: Path, env: dict | None = None, timeout: float = 6
     )  # fmt: skip
 
 
+def gb_replay(traces_dir: Path) -> list[str]:
+    """Replay GB 2022 from 2022-07-23 03:00 (257 g/kWh, below 150 from 09:00) at 3600×."""
+    trace = traces_dir / "electricitymaps" / "GB_2022_hourly.csv"
+    return ["--provider", "replay", "--trace", str(trace), "--zone", "GB",
+            "--start", "2022-07-23T03:00", "--speed", "3600"]  # fmt: skip
+
+
 def read_log(path: Path) -> IntensityLog:
     return IntensityLog.from_csv(path.read_text(encoding="utf-8"))
 
@@ -40,12 +47,9 @@ def assert_png(path: Path) -> None:
 
 
 def test_run_waits_for_a_clean_hour_on_the_gb_trace(traces_dir, tmp_path):
-    trace = traces_dir / "electricitymaps" / "GB_2022_hourly.csv"
-    # 2022-07-23 03:00 GB is at 257 g/kWh; it falls below 150 at 09:00
     result = carbonctl(
-        "run", "--provider", "replay", "--trace", str(trace), "--zone", "GB",
-        "--start", "2022-07-23T03:00", "--speed", "3600", "--poll", "1h",
-        "--threshold", "150", "--max-delay", "12h", "--power-watts", "200",
+        "run", *gb_replay(traces_dir), "--poll", "1h", "--threshold", "150",
+        "--max-delay", "12h", "--power-watts", "200",
         "--", PY, "-c", "import time; print('training', flush=True); time.sleep(1)",
         cwd=tmp_path,
     )  # fmt: skip
@@ -73,10 +77,9 @@ def test_run_waits_for_a_clean_hour_on_the_gb_trace(traces_dir, tmp_path):
 
 
 def test_forecast_strategy_plans_ahead_with_the_provider_forecast(traces_dir, tmp_path):
-    trace = traces_dir / "electricitymaps" / "GB_2022_hourly.csv"
     result = carbonctl(
-        "run", "--trace", str(trace), "--start", "2022-07-23T03:00", "--speed", "3600",
-        "--poll", "2h", "--strategy", "forecast", "--expected-duration", "2h",
+        "run", *gb_replay(traces_dir), "--poll", "2h", "--strategy", "forecast",
+        "--expected-duration", "2h",
         "--max-delay", "8h", "--log", "f.csv", "--plot", "f.png",
         "--", PY, "-c", "pass",
         cwd=tmp_path,
@@ -174,13 +177,13 @@ def test_interrupt_while_waiting_writes_log_and_plot(tmp_path):
     assert_png(tmp_path / "carbon_plot.png")
 
 
-def test_bad_input_is_one_line_on_stderr_and_exit_2(traces_dir, tmp_path):
-    gb = str(traces_dir / "electricitymaps" / "GB_2022_hourly.csv")
+def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path):
+    # the shipped demo trace holds zone SYNTHETIC only: no shared data needed here
     bad_trace = tmp_path / "bad.csv"
     bad_trace.write_text("what,ever\n1,2\n")
     cases = {
         "unknown provider": (["run", "--provider", "nope", "--zone", "GB"], "unknown provider"),
-        "zone rejected": (["intensity", "--trace", gb, "--zone", "DE"], "zone 'DE'"),
+        "zone rejected": (["intensity", "--zone", "DE"], "zone 'DE'"),
         "zone unknown to ukci": (["intensity", "--provider", "ukci", "--zone", "DE"], "DE"),
         "missing token": (
             ["intensity", "--provider", "electricitymaps", "--zone", "DE"],
@@ -215,10 +218,7 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(traces_dir, tmp_path):
 
 
 def test_intensity_prints_latest_reading_and_forecast_length(traces_dir, tmp_path):
-    trace = traces_dir / "electricitymaps" / "GB_2022_hourly.csv"
-    result = carbonctl(
-        "intensity", "--trace", str(trace), "--start", "2022-07-23T03:00", cwd=tmp_path
-    )
+    result = carbonctl("intensity", *gb_replay(traces_dir), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "GB: 256.8 gCO2eq/kWh at 2022-07-23 03:00 UTC (direct factors, actual, provider replay)",
