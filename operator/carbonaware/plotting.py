@@ -14,7 +14,7 @@ keys. Headless: matplotlib's Agg backend, no display needed.
 from __future__ import annotations
 
 import io
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +25,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from carbonaware.core.durations import DurationError, parse_duration
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.model import Reading
 
@@ -46,12 +47,14 @@ def render_plot(log: IntensityLog, path: str | Path | None = None) -> bytes:
     submitted = _time(meta.get("submitted_at"))
     deadline = _time(meta.get("deadline"))
     segments = _segments(meta)
-    threshold = _number(meta.get("threshold"))
+    # the forecast strategy ignores the threshold: drawing it would suggest otherwise
+    threshold = _number(meta.get("threshold")) if meta.get("strategy") != "forecast" else None
 
     fig, ax = plt.subplots(figsize=(11, 6.4), dpi=110)
     fig.subplots_adjust(left=0.075, right=0.98, top=0.89, bottom=0.31)
     step = _step(actual)
     last_time = _last_time(actual, segments, submitted, _time(meta.get("updated_at")), step)
+    forecast = _relevant_forecast(forecast, deadline, meta.get("expected_duration"), last_time)
 
     if submitted is not None:
         wait_end = segments[0][0] if segments else last_time
@@ -282,6 +285,19 @@ def _last_time(actual, segments, submitted, updated, step) -> datetime | None:
     if not candidates and submitted is not None:
         candidates.append(submitted)
     return max(candidates) if candidates else None
+
+
+def _relevant_forecast(forecast, deadline, expected_duration, last_time) -> pd.DataFrame:
+    """The part of the forecast that can matter: up to the end of a window starting at the
+    deadline (the last start the policy may pick); days beyond would dwarf the job."""
+    if forecast.empty or deadline is None:
+        return forecast
+    try:
+        window = parse_duration(expected_duration) if expected_duration else timedelta(0)
+    except DurationError:
+        window = timedelta(0)
+    end = max(deadline + window, last_time or deadline)
+    return forecast[forecast["timestamp"] < pd.Timestamp(end)].reset_index(drop=True)
 
 
 def _fit_x(ax, submitted, deadline, last_time, forecast) -> None:

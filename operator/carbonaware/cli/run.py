@@ -277,6 +277,7 @@ def _finish(
             state.wall_seconds += time.monotonic()
         log.set("completed_at", state.completed_at)
         log.set("planned_start", None)
+        log.set_forecast([])  # it served the start decision; the plot shows what happened
         result = _trainer_result(state.child_output)
         reported = result.get("energy_kwh")
         if not isinstance(reported, int | float) or reported < 0:
