@@ -29,10 +29,6 @@ ca_key="${CLUSTER_CA_KEY:-$cluster_dir/pki/ca.key}"
 cache="${CARBONAWARE_CACHE:-$HOME/.cache/carbonaware}"
 crictl_version="v1.34.0"
 crictl="$cache/crictl-$crictl_version/crictl"
-# Tagged by the source's hash, so a changed pause.c makes a new image.
-pause_image="carbonaware/pause:$(sha256sum "$here/pause/pause.c" | cut -c1-12)"
-# containerd names images as a registry would; kubelet asks for this name.
-pause_ref="docker.io/$pause_image"
 bridge_name="cni-caj0"
 
 containerd_dir="$node_dir/containerd"
@@ -235,7 +231,8 @@ load_image() {
 write_kubelet_credentials() {
   local pki="$kubelet_dir/pki" server
   mkdir -p "$pki"
-  if [[ ! -f "$pki/client.crt" ]]; then
+  # Reissued when the cluster's CA changed since (a control plane started afresh).
+  if ! openssl verify -CAfile "$ca_cert" "$pki/client.crt" >/dev/null 2>&1; then
     openssl req -new -newkey rsa:2048 -nodes -keyout "$pki/client.key" -out "$pki/client.csr" \
       -subj "/O=system:nodes/CN=system:node:$node_name" 2>/dev/null
     openssl x509 -req -in "$pki/client.csr" -CA "$ca_cert" -CAkey "$ca_key" -CAcreateserial \
@@ -349,6 +346,10 @@ up() {
   ((rc != 3)) || unavailable "no Docker engine to build the pause image and test images"
   ((rc == 0)) || die "hack/docker.sh up failed (exit $rc)"
   ensure_crictl
+  # Tagged by the source's hash, so a changed pause.c makes a new image.
+  pause_image="carbonaware/pause:$(sha256sum "$here/pause/pause.c" | cut -c1-12)"
+  # containerd names images as a registry would; containerd's CRI asks for this name.
+  pause_ref="docker.io/$pause_image"
   timed "pause image" ensure_pause_image
   claim_machine
   timed "containerd" start_containerd
