@@ -275,6 +275,14 @@ def ready_node(cluster: Cluster, kube_api) -> str:
     return wait_for(ready_nodes, 60, "a Ready node")[0]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _node_for_e2e_modules(request: pytest.FixtureRequest) -> None:
+    # Before the module's own module-scoped fixtures (autouse ones go first in a scope), so
+    # an e2e module skips before it builds or loads images for a node that is not there.
+    if request.node.get_closest_marker("e2e"):
+        request.getfixturevalue("ready_node")
+
+
 @pytest.fixture(autouse=True)
 def _cluster_for_marked_tests(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("e2e"):
