@@ -359,7 +359,6 @@ class Tick:
     def run(self) -> dict[str, Any] | None:
         phase = self.current.get("phase")
         if phase in TERMINAL_PHASES:
-            metrics.set_phase(self.uid, phase)
             return None
         try:
             spec = self._spec_and_source()
@@ -393,7 +392,6 @@ class Tick:
         return self._finish_patch()
 
     def _finish_patch(self) -> dict[str, Any] | None:
-        metrics.set_phase(self.uid, self.desired.get("phase"))
         return builders.build_status_patch(self.current, self.desired)
 
     # -- spec and provider ----------------------------------------------------------------
@@ -753,13 +751,19 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     """Register the handlers on ``registry`` (main.py calls this; tests may too)."""
     interval = runtime.settings.poll_floor.total_seconds()
 
+    def unfinished(status: Any, **_: Any) -> bool:
+        return (status or {}).get("phase") not in TERMINAL_PHASES
+
     # backoff: after an unexpected error (e.g. the apiserver is down) retry at the same pace.
+    # when: a finished job has nothing left to do, so its timer stops (1,000 done jobs cost
+    # nothing).
     @kopf.timer(
         GROUP,
         VERSION,
         PLURAL,
         interval=interval,
         backoff=interval,
+        when=unfinished,
         registry=registry,
         id="reconcile",
     )
@@ -772,7 +776,10 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             patch.status[key] = value
 
     # A watch-event handler (not on.delete): it needs no finalizer and writes nothing.
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="forget")
-    def forget(type: str, uid: str, **_: Any) -> None:
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="track")
+    def track(type: str, uid: str, status: Any, **_: Any) -> None:
+        """Jobs by phase for the metrics, from what the watch sees (restarts included)."""
         if type == "DELETED":
             metrics.set_phase(uid, None)  # its Job and log go with it (ownerReferences)
+        else:
+            metrics.set_phase(uid, (status or {}).get("phase") or "Pending")
