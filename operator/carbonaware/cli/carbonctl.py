@@ -55,7 +55,8 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
-        cli.main(args=argv, prog_name="carbonctl", standalone_mode=False)
+        # Without standalone mode click returns (rather than raises) a command's exit code.
+        exit_code = cli.main(args=argv, prog_name="carbonctl", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("carbonctl: aborted", err=True)
         sys.exit(130)
@@ -65,8 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     except USER_ERRORS as exc:
         click.echo(f"carbonctl: error: {exc}", err=True)
         sys.exit(2)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+    sys.exit(exit_code if isinstance(exit_code, int) else 0)
 
 
 if __name__ == "__main__":
