@@ -388,6 +388,21 @@ stop_pid() {
   log "stopped $what (pid $pid)"
 }
 
+# What CNI DEL would have removed, had a pod's teardown not reached it: its network
+# namespace (its veth goes with it) and its masquerade rules (tagged with our network name).
+remove_leftover_pod_network() {
+  local netns rule chain
+  while read -r netns; do
+    [[ -e "$netns" ]] && { umount "$netns" 2>/dev/null || true; rm -f "$netns"; }
+  done < <(cat "$node_dir/netns.list" 2>/dev/null)
+  iptables -t nat -S POSTROUTING 2>/dev/null | grep -F 'name: \"carbonaware\"' |
+    while read -r rule; do
+      chain="${rule##*-j }"
+      eval "iptables -t nat ${rule/#-A/-D}" 2>/dev/null || true
+      iptables -t nat -F "$chain" 2>/dev/null && iptables -t nat -X "$chain" 2>/dev/null || true
+    done
+}
+
 down() {
   [[ -d "$node_dir" ]] || {
     log "no node state under $node_dir"
@@ -395,15 +410,20 @@ down() {
   }
   stop_pid "$kubelet_dir/kubelet.pid" kubelet
   if alive "$containerd_dir/containerd.pid"; then
+    # The pods' network namespaces, in case CRI cannot remove them below.
+    for id in $(ctr_ containers ls -q 2>/dev/null); do
+      ctr_ containers info "$id" 2>/dev/null | grep -o '/var/run/netns/cni-[0-9a-f-]*' || true
+    done | sort -u >"$node_dir/netns.list"
     # Kill first (the cluster is going away: no grace periods), then remove the sandboxes
     # through CRI, so the CNI plugins release addresses, veths and iptables rules.
     for id in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$id" 2>/dev/null || true; done
     if [[ -x "$crictl" ]]; then
-      "$crictl" -r "unix://$sock" -t 20s rmp -a -f >/dev/null 2>&1 || true
+      "$crictl" -r "unix://$sock" -t 20s rmp -a -f >/dev/null 2>&1 || log "crictl rmp failed; cleaning up directly"
     fi
     for id in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$id" >/dev/null 2>&1 || true; done
     for id in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers delete "$id" >/dev/null 2>&1 || true; done
   fi
+  remove_leftover_pod_network
   stop_pid "$containerd_dir/containerd.pid" containerd
   # Mounts kubelet and containerd made under the node's folders (volumes, rootfs, shm).
   awk -v d="$node_dir/" -v r="$containerd_root/" 'index($2, d) == 1 || index($2, r) == 1 {print $2}' \
