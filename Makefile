@@ -4,7 +4,8 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv demo test unit integration e2e lint bench cluster-up cluster-down k8s-binaries docker-up clean
+.PHONY: help venv demo test unit integration e2e lint bench cluster-up cluster-down k8s-binaries docker-up clean \
+	kind-up kind-deploy kind-demo
 
 help:
 	@echo "make demo   - run carbonctl on the bundled replay trace (no account, no network)"
@@ -28,6 +29,21 @@ unit: venv
 # The full suite: lint, unit, integration (real control plane), e2e (real node) where possible.
 test: venv
 	@bash hack/test.sh
+
+# Images built by Docker and loaded into a real node, the operator deployed with
+# `kubectl apply -k`, the quick-start job run for real; plus `docker run ... carbonctl run`.
+e2e: venv
+	@bash hack/e2e.sh
+
+# For users with kind (see docs/kubernetes.md): the same manifests and images as `make e2e`.
+kind-up:
+	@bash hack/kind.sh up
+
+kind-deploy:
+	@bash hack/kind.sh deploy
+
+kind-demo:
+	@bash hack/kind.sh demo
 
 # Kubernetes from upstream Go modules, cached in ~/.cache/carbonaware/k8s-<version>/bin.
 k8s-binaries:
