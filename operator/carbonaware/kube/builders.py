@@ -49,6 +49,9 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+# A dataVolume PVC holds MNIST/raw at its root; mounted beside, not over, the image's own
+# /data/mnist (the trainer image's MNIST_DIR).
+DATA_MOUNT = "/mnt/mnist"
 DEFAULT_TRAINER_RESOURCES = {
     "requests": {"cpu": "500m", "memory": "1Gi"},
     "limits": {"cpu": "2", "memory": "2Gi"},
@@ -118,7 +121,7 @@ def _trainer_args(spec: CarbonAwareJobSpec) -> list[str]:
     if trainer.max_samples is not None:
         args += ["--max-samples", str(trainer.max_samples)]
     if trainer.data_volume is not None:
-        args += ["--data-dir", "/data"]
+        args += ["--data-dir", DATA_MOUNT]
     return args
 
 
@@ -134,7 +137,7 @@ def _trainer_pod_spec(spec: CarbonAwareJobSpec, default_image: str) -> dict[str,
         {"name": "work", "emptyDir": {"sizeLimit": "2Gi"}},
     ]
     if trainer.data_volume is not None:
-        mounts.append({"name": "data", "mountPath": "/data", "readOnly": True})
+        mounts.append({"name": "data", "mountPath": DATA_MOUNT, "readOnly": True})
         volumes.append(
             {
                 "name": "data",
