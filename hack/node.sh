@@ -395,11 +395,11 @@ remove_leftover_pod_network() {
   while read -r netns; do
     [[ -e "$netns" ]] && { umount "$netns" 2>/dev/null || true; rm -f "$netns"; }
   done < <(cat "$node_dir/netns.list" 2>/dev/null)
-  iptables -t nat -S POSTROUTING 2>/dev/null | grep -F 'name: \"carbonaware\"' |
+  { iptables -t nat -S POSTROUTING 2>/dev/null || true; } | { grep -F 'name: \"carbonaware\"' || true; } |
     while read -r rule; do
       chain="${rule##*-j }"
       eval "iptables -t nat ${rule/#-A/-D}" 2>/dev/null || true
-      iptables -t nat -F "$chain" 2>/dev/null && iptables -t nat -X "$chain" 2>/dev/null || true
+      { iptables -t nat -F "$chain" && iptables -t nat -X "$chain"; } 2>/dev/null || true
     done
 }
 
@@ -423,15 +423,15 @@ down() {
     for id in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$id" >/dev/null 2>&1 || true; done
     for id in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers delete "$id" >/dev/null 2>&1 || true; done
   fi
-  remove_leftover_pod_network
   stop_pid "$containerd_dir/containerd.pid" containerd
+  remove_leftover_pod_network
   # Mounts kubelet and containerd made under the node's folders (volumes, rootfs, shm).
   awk -v d="$node_dir/" -v r="$containerd_root/" 'index($2, d) == 1 || index($2, r) == 1 {print $2}' \
     /proc/self/mounts | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null || true; done
   ip link delete "$bridge_name" 2>/dev/null || true
   if [[ -f "$node_dir/tunables.saved" ]]; then
-    while read -r t v; do echo "$v" >"/proc/sys/$t"; done <"$node_dir/tunables.saved"
+    while read -r t v; do echo "$v" >"/proc/sys/$t" || true; done <"$node_dir/tunables.saved"
   fi
   if [[ -n "${KUBECONFIG:-}" && -f "$KUBECONFIG" && -n "${K8S_BIN:-}" ]]; then
     kubectl_ delete node "$node_name" --ignore-not-found --wait=false >/dev/null 2>&1 || true
