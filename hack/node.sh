@@ -367,6 +367,12 @@ claim_machine() {
     { alive "$other/kubelet/kubelet.pid" || alive "$other/containerd/containerd.pid"; }; then
     die "another node runs on this machine (stop it: CLUSTER_DIR=${other%/node} $0 down)"
   fi
+  # A node's containerd that outlived its state (say, a crashed `down`) still holds the shared
+  # image store: a second containerd would wait on its lock.
+  local stray
+  stray="$(pgrep -ax containerd | grep ' --config .*/node/containerd/config.toml' |
+    grep -vF " --config $containerd_dir/config.toml" || true)"
+  [[ -z "$stray" ]] || die "a containerd of another node still runs ($stray); stop it first"
   mkdir -p "$node_dir"
   echo "$node_dir" >"$owner_file"
 }
