@@ -47,10 +47,17 @@ def save_checkpoint(directory: Path, state: dict[str, Any]) -> Path:
     return target
 
 
+def _safe_loading_supported() -> bool:
+    # torch 1.13 has weights_only, but its unpickler rejects floats (optimiser hyperparameters),
+    # so only 2.x loads our checkpoints that way.
+    major = int(torch.__version__.split(".")[0])
+    return major >= 2 and "weights_only" in inspect.signature(torch.load).parameters
+
+
 def _load(path: Path) -> dict[str, Any]:
-    # weights_only (1.13+) unpickles tensors and plain containers only: a checkpoint from a
-    # shared volume cannot run code.
-    if "weights_only" in inspect.signature(torch.load).parameters:
+    # weights_only unpickles tensors and plain containers only: a checkpoint from a shared
+    # volume cannot run code.
+    if _safe_loading_supported():
         return torch.load(path, map_location="cpu", weights_only=True)
     return torch.load(path, map_location="cpu")
 
