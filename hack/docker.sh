@@ -69,8 +69,25 @@ ours_running() {
   [[ -f "$state_dir/dockerd.pid" ]] && kill -0 "$(cat "$state_dir/dockerd.pid")" 2>/dev/null
 }
 
+wait_for_engine() {
+  local deadline=$((SECONDS + 60))
+  until engine_answers; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
+
 start_dockerd() {
   mkdir -p "$state_dir"
+  local pidfile
+  # A dockerd that is running but slow to answer (a loaded machine) is waited for, not
+  # doubled: a second one would fail on the socket and look like "no engine here".
+  for pidfile in "$state_dir/dockerd.pid" /var/run/docker.pid; do
+    if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      wait_for_engine || unavailable "dockerd (pid $(cat "$pidfile")) runs but does not answer"
+      return
+    fi
+  done
   # Debian's docker.io runs its containerd as a child of dockerd (not a system containerd),
   # so the node's containerd (hack/node.sh, own socket) never shares state with it.
   setsid dockerd --pidfile "$state_dir/dockerd.pid" >"$state_dir/dockerd.log" 2>&1 </dev/null &
