@@ -47,7 +47,6 @@ from carbonaware.kube.models import (
 from carbonaware.kube.settings import OperatorSettings
 from carbonaware.providers.base import (
     ConfigError,
-    NoForecastError,
     Provider,
     ProviderError,
     RateLimitedError,
@@ -456,18 +455,22 @@ class Tick:
         poll = max(spec.poll_interval, self.rt.settings.poll_floor)
         try:
             if not log.readings:
-                log.extend(
-                    r for r in cache.history(source.provider, spec.zone) if r.timestamp <= now
-                )
+                # The past day seeds the plot and the policy's own forecaster: nice to have,
+                # so a provider without history still gets its latest reading used.
+                with contextlib.suppress(ProviderError):
+                    history = cache.history(source.provider, spec.zone)
+                    log.extend(r for r in history if r.timestamp <= now)
             reading = cache.latest(source.provider, spec.zone)
             if spec.strategy == "forecast":
                 # Without one, the policy forecasts from the history itself, and says so.
-                with contextlib.suppress(NoForecastError):
+                with contextlib.suppress(ProviderError):
                     log.set_forecast(cache.forecast(source.provider, spec.zone))
-        except UnknownZoneError as exc:
-            self._fail("UnknownZone", str(exc))
-            return True
         except ProviderError as exc:
+            if isinstance(exc, UnknownZoneError) and not self.desired.get("jobName"):
+                # Only the provider can say so, and it will not change its mind: fail now.
+                # (Once the Job runs, a vanished zone only costs readings; it keeps running.)
+                self._fail("UnknownZone", str(exc))
+                return True
             self.mem.failures += 1
             backoff = min(poll * 2**self.mem.failures, max(MAX_BACKOFF, poll))
             if isinstance(exc, RateLimitedError) and exc.retry_after:
