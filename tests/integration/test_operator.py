@@ -619,3 +619,33 @@ def test_kubectl_carbon_plugin_and_carbonctl_plot_read_the_job(
     )  # fmt: skip
     assert carbonctl.returncode == 0, carbonctl.stderr
     assert carbon_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_metrics_endpoint_reports_intensity_jobs_and_provider_calls(
+    operator: Operator, kube_api
+) -> None:
+    ns = operator.namespace
+    create(kube_api, ns, "measured", replay_job(provider=CLEAN_NIGHT))
+    wait_phase(kube_api, ns, "measured", "Running", timeout=30)
+
+    def scrape() -> dict[str, float]:
+        url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line.startswith("carbonaware_"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    samples = wait_for(
+        lambda: (s := scrape()).get('carbonaware_jobs{phase="Running"}', 0) >= 1 and s,
+        20,
+        "a Running job in the metrics",
+    )
+    assert (
+        samples['carbonaware_grid_intensity_grams_per_kwh{provider="replay",zone="SYNTHETIC"}'] > 0
+    )
+    assert samples['carbonaware_provider_requests_total{kind="latest",provider="replay"}'] >= 1
+    assert 'carbonaware_provider_request_seconds_count{kind="latest",provider="replay"}' in samples
