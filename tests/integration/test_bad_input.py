@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from cluster_fixtures import throwaway_namespace, wait_for
-from faultkit import FaultServer, OperatorProcess
+from faultkit import FaultServer, OperatorProcess, release
 
 pytestmark = pytest.mark.integration
 
@@ -195,6 +195,7 @@ def operator_ns(crd, kube_api, kubeconfig: Path, tmp_path_factory) -> Iterator[t
             yield operator, ns
         finally:
             operator.stop()
+            release(kube_api, ns)
 
 
 def _status(kube_api, ns: str, name: str) -> dict:

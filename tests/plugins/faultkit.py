@@ -5,7 +5,8 @@
   shape (``/v3/carbon-intensity/latest|history|forecast?zone=``). Each zone has a mode that a
   test switches at any time: ``ok``, ``hang`` (answers after the client's timeout), ``error500``,
   ``ratelimit`` (429 with ``Retry-After``), ``malformed`` (not JSON), ``empty`` (no history, a
-  null latest value), ``gone`` (404 "zone not found"), ``stale`` (readings two days old).
+  null latest value), ``gone`` (404 "zone not found"), ``stale`` (readings two days old),
+  ``leaky`` (401 and 500 whose bodies echo the caller's token back, as careless APIs do).
   It counts requests per zone and kind.
 - :class:`OperatorProcess` runs ``carbonaware-operator`` as a child process (so it can be
   SIGKILLed and restarted) against a kubeconfig, watching given namespaces, logging to a file.
@@ -30,7 +31,7 @@ from pathlib import Path
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-MODES = ("ok", "hang", "error500", "ratelimit", "malformed", "empty", "gone", "stale")
+MODES = ("ok", "hang", "error500", "ratelimit", "malformed", "empty", "gone", "stale", "leaky")
 HANG_SECONDS = 12.0  # longer than the Electricity Maps client's 10 s timeout
 OPERATOR = Path(sys.executable).parent / "carbonaware-operator"
 
@@ -53,6 +54,7 @@ class FaultServer:
     modes: dict[str, str] = field(default_factory=dict)  # zone -> mode (default "ok")
     retry_after_s: int = 2
     requests: Counter = field(default_factory=Counter)  # (zone, kind) -> count
+    arrivals: list = field(default_factory=list)  # (monotonic time, zone, kind)
     tokens_seen: set = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: HTTPServer | None = None
@@ -88,10 +90,16 @@ class FaultServer:
         with self._lock:
             return sum(n for (z, k), n in self.requests.items() if z == zone and kind in (None, k))
 
+    def times(self, zone: str) -> list[float]:
+        """When each request for ``zone`` arrived (monotonic seconds)."""
+        with self._lock:
+            return [t for t, z, _ in self.arrivals if z == zone]
+
     def _answer(self, kind: str, request: Request) -> Response:
         zone = request.args.get("zone", "")
         with self._lock:
             self.requests[(zone, kind)] += 1
+            self.arrivals.append((time.monotonic(), zone, kind))
             self.tokens_seen.add(request.headers.get("auth-token", ""))
             mode = self.modes.get(zone, "ok")
             value = self.intensity.get(zone, 300.0)
@@ -106,6 +114,10 @@ class FaultServer:
             return response
         if mode == "malformed":
             return Response("{carbonIntensity: oops", 200, content_type="application/json")
+        if mode == "leaky":
+            token = request.headers.get("auth-token", "")
+            status = 401 if kind == "latest" else 500
+            return _json({"message": f"invalid auth-token {token} for {zone}"}, status)
         if mode == "gone":
             return _json({"message": f"Zone '{zone}' does not exist"}, 404)
         if kind == "forecast":
@@ -217,3 +229,28 @@ class OperatorProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def release(kube_api, namespace: str) -> None:
+    """Drop kopf's finalizers from the CarbonAwareJobs left in ``namespace``.
+
+    The operator adds one (its timers need it) and removes it when a job is deleted while it
+    runs; once a test has stopped its operator, nothing would, and the namespace would hang
+    in Terminating. Call after stopping the operator, before deleting the namespace.
+    """
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(kube_api)
+    items = api.list_namespaced_custom_object(
+        "carbonaware.io", "v1alpha1", namespace, "carbonawarejobs"
+    )["items"]
+    for item in items:
+        if item["metadata"].get("finalizers"):
+            api.patch_namespaced_custom_object(
+                "carbonaware.io",
+                "v1alpha1",
+                namespace,
+                "carbonawarejobs",
+                item["metadata"]["name"],
+                {"metadata": {"finalizers": None}},
+            )
