@@ -104,6 +104,7 @@ ensure_packages() {
   [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
   command -v iptables >/dev/null || missing+=(iptables)
   command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+  command -v openssl >/dev/null || missing+=(openssl)
   if ((${#missing[@]})); then timed "installing ${missing[*]}" apt_install "${missing[@]}"; fi
 }
 
