@@ -105,6 +105,7 @@ ensure_packages() {
   command -v iptables >/dev/null || missing+=(iptables)
   command -v gcc >/dev/null || missing+=(gcc libc6-dev)
   command -v openssl >/dev/null || missing+=(openssl)
+  command -v ip >/dev/null || missing+=(iproute2)
   if ((${#missing[@]})); then timed "installing ${missing[*]}" apt_install "${missing[@]}"; fi
 }
 
