@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from carbonaware.core import backtest as bt
-from carbonaware.core.forecast import seasonal_naive_forecast
 from carbonaware.core.model import Reading
-from carbonaware.core.policy import PolicySettings, Strategy, decide
+from carbonaware.core.policy import PolicySettings, Strategy, best_window_start, decide
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -80,7 +79,7 @@ def test_no_policy_ever_misses_a_deadline(scenario, sigma, threshold, seed):
         bt.POLICIES,
         threshold,
         noisy,
-        own_forecast=lambda: bt.own_forecast(series, job.horizon),
+        own_forecast=lambda: bt.own_forecast(series),
     )
     assert {r.policy for r in run.results} == set(bt.POLICIES)
     for result in run.results:
@@ -113,10 +112,12 @@ def test_savings_come_from_the_same_actual_series():
     at_arrival = np.array(values, dtype=float)[arrivals].mean()
     assert now.mean_intensity == pytest.approx(at_arrival)
     assert best.savings_pct == pytest.approx(100 * (1 - best.mean_intensity / at_arrival))
-    # The forecast says every hour is equally clean, so the policy starts at once: its
-    # emissions are the actual ones at arrival, not the forecast's zero.
-    assert forecast.mean_intensity == pytest.approx(at_arrival)
-    assert forecast.savings_pct == pytest.approx(0.0)
+    # Every poll the forecast says the next hour is cleaner (0) than now, so each job waits
+    # to its deadline: its emissions are the actual ones then, not the forecast's zero.
+    at_deadline = np.array(values, dtype=float)[arrivals + job.max_delay_steps].mean()
+    assert forecast.mean_intensity == pytest.approx(at_deadline)
+    assert forecast.mean_delay_h == job.max_delay_steps
+    assert forecast.savings_pct == pytest.approx(100 * (1 - at_deadline / at_arrival))
     assert best.oracle_captured == pytest.approx(1.0)
 
 
@@ -141,20 +142,63 @@ def test_threshold_starts_where_the_policy_module_decides():
         assert start - a == delay
 
 
-def test_own_forecast_matrix_is_the_policy_forecaster():
-    """The backtest's vectorised own forecast equals what decide() forecasts from readings."""
+@pytest.mark.parametrize("history", [bt.PROVIDER_HISTORY, None])
+def test_forecast_own_replays_decide_poll_by_poll(history):
+    """The backtest's forecast-own is what the operator does: at every hourly poll, decide()
+    on the readings it holds (the provider's last 24 h at submission plus every reading
+    logged since; or the whole past), no provider forecast; start when it says run."""
     rng = np.random.default_rng(5)
-    hours = np.arange(24 * 5)
-    values = 300 + 100 * np.sin(hours * 2 * np.pi / 24) + rng.normal(0, 20, hours.size)
+    hours = np.arange(24 * 10)
+    values = 300 + 100 * np.sin(hours * 2 * np.pi / 24) + rng.normal(0, 40, hours.size)
     series = regular(values)
-    matrix = bt.own_forecast(series, 30).matrix
+    job = bt.JobShape(3, 20)
+    arrivals = bt.hourly_arrivals(len(values), 1.0, job)[::7]
+    outcome = bt.forecast_policy(series.actual, arrivals, job, bt.own_forecast(series, history))
     t0 = datetime(2022, 1, 1, tzinfo=UTC)
     readings = [Reading("XX", t0 + timedelta(hours=int(i)), float(v)) for i, v in enumerate(values)]
-    for issue in (30, 61, 88):
-        now = t0 + timedelta(hours=issue)
-        expected = seasonal_naive_forecast(readings[: issue + 1], now, timedelta(hours=29))
-        got = matrix[issue, 1:30]
-        np.testing.assert_allclose(got, [r.intensity for r in expected][:29], rtol=1e-9)
+    settings = PolicySettings(Strategy.FORECAST, 0, timedelta(hours=20), timedelta(hours=3))
+    waited = []
+    for a in arrivals:
+        first = 0 if history is None else max(0, a - 23)  # 24 readings up to the arrival
+        submitted = t0 + timedelta(hours=int(a))
+        for s in range(a, a + job.max_delay_steps + 1):
+            now = t0 + timedelta(hours=s, minutes=5)  # a poll just after the hour's reading
+            decision = decide(settings, submitted, now, readings[first : s + 1], [])
+            if decision.run:
+                waited.append(s - a)
+                break
+        assert decision.forecast_source in ("own-forecaster", None)  # None: deadline reached
+    np.testing.assert_array_equal(outcome.delay_steps, waited)
+    assert 0 < np.mean(waited) < job.max_delay_steps  # it did wait, and not always to the end
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.lists(intensity, min_size=8, max_size=8), min_size=1, max_size=6),
+    st.integers(1, 4),
+    st.integers(0, 9),
+)
+def test_vectorised_window_choice_is_best_window_start(rows, window, latest):
+    rows = np.array(rows)
+    expected = [best_window_start(np.arange(8), row, window, 0, latest) for row in rows]
+    np.testing.assert_array_equal(bt.best_window_starts(rows, window, latest), expected)
+
+
+def test_replanning_uses_the_fresh_forecast_committing_keeps_the_first_one():
+    """A forecast that changes its mind: replanning follows it, committing does not."""
+    actual = np.array([400, 400, 100, 400, 400, 400.0])
+    # issued at 0: step 3 looks cleanest; issued at 1: step 2 (lead 1) does; at 2: nothing
+    matrix = np.array(
+        [[400, 400, 450, 50, 400, 400], [400, 50, 400, 400, 400, 400]] + [[400.0] * 6] * 4
+    )
+    source = bt.IssuedForecast("changing", actual, matrix)
+    job = bt.JobShape(1, 4)
+    arrivals = np.array([0])
+    replanned = bt.forecast_policy(actual, arrivals, job, source)
+    committed = bt.forecast_policy(actual, arrivals, job, source, replan=False)
+    assert committed.delay_steps[0] == 3 and committed.intensity[0] == 400
+    # at 2 the current reading (100) beats the forecast 400s: run then
+    assert replanned.delay_steps[0] == 2 and replanned.intensity[0] == 100
 
 
 def test_forecast_error_is_measured_against_the_actual():

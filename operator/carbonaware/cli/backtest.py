@@ -179,7 +179,7 @@ def command(
                 chosen,
                 threshold,
                 provider,
-                own_forecast=lambda s=series, j=job: bt.own_forecast(s, j.horizon),
+                own_forecast=lambda s=series: bt.own_forecast(s),
                 hysteresis=hysteresis,
             )
         except bt.BacktestError as exc:

@@ -14,14 +14,18 @@ Policies (the decisions are the product's own pure functions):
 - ``now``: start at arrival (the baseline).
 - ``threshold``: start at the first step whose reading is at or below the threshold, at the
   latest at the deadline (arrival + max delay).
-- ``forecast`` / ``forecast-own``: at arrival, pick the start with the lowest mean forecast
-  intensity over the job's length among the starts up to the deadline
-  (:func:`carbonaware.core.policy.best_window_start`) and keep it. The forecast is the
-  provider's (``perfect``, ``real``: the trace's own forecast column, or ``gaussian`` noise) or
-  the project's own (:mod:`carbonaware.core.forecast`) issued at the arrival from the history
-  up to it. With a forecast that does not change for a given hour once issued (all but the
-  own), re-planning at every step would pick the same start; with the own forecaster the
-  backtest commits at arrival, a conservative reading of re-planning.
+- ``forecast`` / ``forecast-own``: what the operator and ``carbonctl run`` do at every
+  poll: take the forecast issued now, start if the window with the lowest mean forecast
+  intensity among the starts up to the deadline starts now
+  (:func:`carbonaware.core.policy.best_window_start`, vectorised as
+  :func:`best_window_starts`), else wait and ask again at the next step. The forecast is the
+  provider's (``perfect``, ``real``: the trace's own forecast column or issued forecasts, or
+  ``gaussian`` noise) or the project's own
+  (:func:`~carbonaware.core.forecast.profile_forecast_rows`) issued at that step from the
+  history the scheduler holds then: the
+  24 h the providers hand over at submission plus every reading logged while waiting
+  (:class:`OwnForecast`). ``replan=False`` keeps the start picked at arrival instead (for
+  comparison).
 - ``interruptible`` / ``interruptible-own``: at each step, run or pause with
   :func:`carbonaware.core.interruptible.run_or_pause`, from the forecast issued at that step.
 - ``oracle``: knows the future: the cleanest start up to the deadline; ``oracle-interruptible``:
@@ -42,13 +46,23 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from carbonaware.core.forecast import DEFAULT_TAU, seasonal_naive_predict
+from carbonaware.core.forecast import (
+    DEFAULT_TAU,
+    PROFILE_DAYS,
+    ProfileSettings,
+    profile_forecast_rows,
+    seasonal_naive_predict,
+)
 from carbonaware.core.interruptible import DEFAULT_HYSTERESIS, cleanest_steps, run_or_pause
-from carbonaware.core.policy import best_window_start
 
 NON_INTERRUPTIBLE_POLICIES = ("now", "threshold", "forecast", "forecast-own", "oracle")
 INTERRUPTIBLE_POLICIES = ("interruptible", "interruptible-own", "oracle-interruptible")
 POLICIES = NON_INTERRUPTIBLE_POLICIES + INTERRUPTIBLE_POLICIES
+# What the providers hand the scheduler when a job is submitted (Electricity Maps' history
+# endpoint, the replay provider): the last 24 h. More is logged while the job waits.
+PROVIDER_HISTORY = timedelta(hours=24)
+# Enough history for the own forecaster's full profile and today's deviation from it.
+WEEK_HISTORY = timedelta(days=PROFILE_DAYS + 1)
 
 
 class BacktestError(ValueError):
@@ -138,9 +152,10 @@ class ForecastSource(Protocol):
 
     label: str
 
-    def windows(self, issued: np.ndarray, horizon: int) -> np.ndarray:
+    def windows(self, issued: np.ndarray, horizon: int, waited: int = 0) -> np.ndarray:
         """``(len(issued), horizon)``: row i is the forecast issued at step ``issued[i]`` of
-        steps ``issued[i] .. issued[i] + horizon - 1`` (column 0 is the actual reading)."""
+        steps ``issued[i] .. issued[i] + horizon - 1`` (column 0 is the actual reading), by a
+        scheduler that has been waiting ``waited`` steps since the job arrived."""
         ...
 
 
@@ -157,7 +172,7 @@ class FixedForecast:
     actual: np.ndarray
     predicted: np.ndarray
 
-    def windows(self, issued: np.ndarray, horizon: int) -> np.ndarray:
+    def windows(self, issued: np.ndarray, horizon: int, waited: int = 0) -> np.ndarray:
         rows = sliding_window_view(self.predicted, horizon)[issued].copy()
         current = self.actual[issued]
         rows[:, 0] = current
@@ -176,7 +191,7 @@ class IssuedForecast:
     actual: np.ndarray
     matrix: np.ndarray
 
-    def windows(self, issued: np.ndarray, horizon: int) -> np.ndarray:
+    def windows(self, issued: np.ndarray, horizon: int, waited: int = 0) -> np.ndarray:
         if horizon > self.matrix.shape[1]:
             raise BacktestError(f"forecast covers {self.matrix.shape[1]} steps, need {horizon}")
         rows = self.matrix[issued, :horizon].copy()
@@ -226,23 +241,37 @@ def issued_forecast(series: RegularSeries, issued: pd.DataFrame, horizon: int) -
     return IssuedForecast("real", series.actual, matrix)
 
 
-def own_forecast(series: RegularSeries, horizon: int) -> IssuedForecast:
-    """The project's own forecaster issued at every step for the next ``horizon`` steps.
+@dataclass(frozen=True, slots=True)
+class OwnForecast:
+    """The project's own forecaster (:func:`carbonaware.core.forecast.profile_forecast_rows`,
+    the function :func:`~carbonaware.core.policy.decide` calls on readings), issued at any
+    step from the values up to it.
 
-    ``matrix[t, lead]`` is :func:`carbonaware.core.forecast.seasonal_naive_predict`'s forecast
-    of step ``t + lead`` made at ``t`` (the formula :func:`~carbonaware.core.policy.decide`
-    uses on readings), one vectorised call per lead time.
+    ``history_steps`` is how much history the scheduler holds when a job arrives (the
+    providers hand over the last 24 h); it grows by one step for every step the job waits,
+    as the operator logs each reading. None: the whole trace up to the step.
     """
-    actual = series.actual
-    n = len(actual)
-    steps_per_day = round(24 * series.steps_per_hour)
-    tau_steps = pd.Timedelta(DEFAULT_TAU) / series.step
-    matrix = np.full((n, horizon), np.nan)
-    matrix[:, 0] = actual
-    for lead in range(1, min(horizon, n)):
-        predicted = seasonal_naive_predict(actual, lead, steps_per_day, tau_steps)
-        matrix[: n - lead, lead] = predicted[lead:]
-    return IssuedForecast("own", actual, matrix)
+
+    label: str
+    actual: np.ndarray
+    history_steps: int | None
+    settings: ProfileSettings
+
+    def windows(self, issued: np.ndarray, horizon: int, waited: int = 0) -> np.ndarray:
+        seen = None if self.history_steps is None else self.history_steps + waited
+        return profile_forecast_rows(self.actual, issued, horizon, seen, self.settings)
+
+
+def own_forecast(
+    series: RegularSeries, history: timedelta | None = PROVIDER_HISTORY, label: str = "own"
+) -> OwnForecast:
+    """The own forecaster on ``series``, holding ``history`` at each job's arrival."""
+    steps = None if history is None else series.steps(history)
+    return OwnForecast(label, series.actual, steps, _own_settings(series))
+
+
+def _own_settings(series: RegularSeries) -> ProfileSettings:
+    return ProfileSettings.for_step(series.step.to_pytimedelta())
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,15 +300,29 @@ def forecast_error(
     return ForecastError(label, lead_h, int(known.sum()), float(error.mean()), mape)
 
 
-def own_forecast_errors(series: RegularSeries, leads_h: Sequence[float]) -> list[ForecastError]:
-    """The own forecaster's error at each lead time (hours) over the whole series."""
-    steps_per_day = round(24 * series.steps_per_hour)
-    tau_steps = pd.Timedelta(DEFAULT_TAU) / series.step
+def own_forecast_errors(
+    series: RegularSeries, leads_h: Sequence[float], history: timedelta | None = None
+) -> list[ForecastError]:
+    """Error at each lead time (hours) over the whole series of the own forecaster (label
+    ``own``, holding ``history``: None for all of it) and of plain seasonal-naive (label
+    ``seasonal-naive``), both scored on the same targets: those a full week of history
+    precedes, so neither is judged on its warm-up."""
+    settings = _own_settings(series)
+    steps = None if history is None else series.steps(history)
+    leads = [max(1, round(h * series.steps_per_hour)) for h in leads_h]
+    naive_tau = pd.Timedelta(DEFAULT_TAU) / series.step
+    warm_up = settings.days * settings.steps_per_day
+    origins = np.arange(warm_up, len(series.actual) - max(leads))
+    if origins.size == 0:
+        raise BacktestError("the trace is too short to score a forecast on")
+    rows = profile_forecast_rows(series.actual, origins, max(leads) + 1, steps, settings)
     errors = []
-    for lead_h in leads_h:
-        lead = max(1, round(lead_h * series.steps_per_hour))
-        predicted = seasonal_naive_predict(series.actual, lead, steps_per_day, tau_steps)
-        errors.append(forecast_error("own", series.actual, predicted, lead_h))
+    for lead_h, lead in zip(leads_h, leads, strict=True):
+        target = series.actual[origins + lead]
+        naive = seasonal_naive_predict(series.actual, lead, settings.steps_per_day, naive_tau)
+        naive = naive[origins + lead]
+        errors.append(forecast_error("own", target, rows[:, lead], lead_h))
+        errors.append(forecast_error("seasonal-naive", target, naive, lead_h))
     return errors
 
 
@@ -354,19 +397,47 @@ def forecast_policy(
     job: JobShape,
     source: ForecastSource,
     policy: str = "forecast",
+    replan: bool = True,
 ) -> Outcome:
-    """Plan at arrival with the product's window choice on the forecast issued then."""
-    windows = source.windows(arrivals, job.horizon)
-    offsets = np.arange(job.horizon)
-    starts = np.fromiter(
-        (
-            arrival + best_window_start(offsets, row, job.duration_steps, 0, job.max_delay_steps)
-            for arrival, row in zip(arrivals, windows, strict=True)
-        ),
-        dtype=int,
-        count=len(arrivals),
-    )
+    """The product's window choice, as the operator and ``carbonctl run`` make it.
+
+    ``replan`` (what the product does): at every step from arrival, take the forecast issued
+    at that step and start if the cleanest window up to the deadline starts now, else wait
+    and ask again next step; start at the deadline at the latest. All pending jobs decide in
+    lockstep, one vectorised :func:`best_window_starts` per step. Without ``replan`` each job
+    keeps the start picked at arrival (for comparison).
+    """
+    starts = np.full(len(arrivals), -1)
+    for waited in range(job.max_delay_steps + 1):
+        pending = np.flatnonzero(starts < 0)
+        if pending.size == 0:
+            break
+        issued = arrivals[pending] + waited
+        if waited == job.max_delay_steps:  # deadline reached: run
+            starts[pending] = issued
+            break
+        rows = source.windows(issued, job.horizon - waited, waited)
+        best = best_window_starts(rows, job.duration_steps, job.max_delay_steps - waited)
+        if not replan:
+            starts[pending] = issued + best
+            break
+        go = best == 0
+        starts[pending[go]] = issued[go]
     return _started(policy, source.label, actual, arrivals, starts, job)
+
+
+def best_window_starts(rows: np.ndarray, window_steps: int, latest_index: int) -> np.ndarray:
+    """:func:`carbonaware.core.policy.best_window_start` for every row of ``rows`` at once
+    (earliest index 0; the same clipping and the same tolerance for ties)."""
+    values = np.asarray(rows, dtype=float)
+    latest = min(latest_index, values.shape[1] - window_steps)
+    if latest < 0:
+        return np.zeros(len(values), dtype=int)
+    sums = np.concatenate([np.zeros((len(values), 1)), np.cumsum(values, axis=1)], axis=1)
+    window_sums = sums[:, window_steps : latest + window_steps + 1] - sums[:, : latest + 1]
+    tolerance = 1e-9 * np.maximum(1.0, np.abs(sums[:, -1]))
+    lowest = window_sums.min(axis=1)
+    return np.argmax(window_sums <= (lowest + tolerance)[:, None], axis=1)
 
 
 def _ran(
@@ -421,7 +492,7 @@ def interruptible_policy(
         if not active.any():
             break
         rows = np.flatnonzero(active)
-        forecast = source.windows(arrivals[rows] + k, job.horizon - k)
+        forecast = source.windows(arrivals[rows] + k, job.horizon - k, k)
         decision = run_or_pause(forecast, remaining[rows], running[rows], hysteresis)
         running[:] = False
         running[rows] = decision

@@ -22,7 +22,7 @@ from enum import StrEnum
 import numpy as np
 
 from carbonaware.core.durations import format_duration
-from carbonaware.core.forecast import seasonal_naive_forecast
+from carbonaware.core.forecast import profile_forecast
 from carbonaware.core.model import Reading, utc
 
 DEFAULT_STEP = timedelta(hours=1)
@@ -162,7 +162,7 @@ def _decide_forecast(
     if not future:
         step = _step_of(actual)
         horizon = deadline - now + settings.expected_duration
-        future = seasonal_naive_forecast(actual, now, horizon, step)
+        future = profile_forecast(actual, now, horizon, step)
         source = "own-forecaster"
     latest = actual[-1]
     if not future:
@@ -180,7 +180,8 @@ def _decide_forecast(
     best_mean = float(values[best : best + window].mean())
     now_mean = float(values[:window].mean())
     origin = (
-        "forecast from own seasonal-naive forecaster (provider has none)"
+        "forecast from own forecaster: same-hour profile of the last days plus today's level "
+        "(provider has none)"
         if source == "own-forecaster"
         else "provider forecast"
     )
