@@ -7,6 +7,7 @@ whether it is an actual measurement, an estimate, or a forecast.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -38,8 +39,9 @@ class Reading:
     def __post_init__(self) -> None:
         if self.timestamp.tzinfo is None:
             raise ValueError(f"Reading.timestamp must be timezone-aware, got {self.timestamp!r}")
-        if self.intensity != self.intensity or self.intensity < 0:  # NaN or negative
-            raise ValueError(f"Reading.intensity must be >= 0, got {self.intensity}")
+        # NaN, infinite (json accepts "Infinity") or negative
+        if not math.isfinite(self.intensity) or self.intensity < 0:
+            raise ValueError(f"Reading.intensity must be finite and >= 0, got {self.intensity}")
 
 
 def utc(ts: datetime) -> datetime:

@@ -119,7 +119,7 @@ class ElectricityMapsProvider:
                 estimated=bool(point.get("isEstimated", False)),
                 provider=self.name,
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ProviderUnavailableError(
                 self.name, zone, f"unexpected response shape ({type(exc).__name__}: {exc})"
             ) from None

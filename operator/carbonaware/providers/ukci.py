@@ -122,7 +122,7 @@ class UKCarbonIntensityProvider:
                 for point in _periods(body)
                 if (r := self._reading(zone, point, forecast=forecast, now=now)) is not None
             ]
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ProviderUnavailableError(
                 self.name, zone, f"unexpected response shape ({type(exc).__name__}: {exc})"
             ) from None

@@ -167,7 +167,7 @@ class WattTimeProvider:
                 )
                 for p in body["data"]
             ]
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ProviderUnavailableError(
                 self.name, zone, f"unexpected response shape ({type(exc).__name__}: {exc})"
             ) from None
