@@ -5,6 +5,7 @@
 # dockerd) it stops on exit; a cluster or dockerd that was already running is left alone.
 # Always uses the local cluster: an inherited KUBECONFIG is ignored (to test a kind cluster,
 # run `KUBECONFIG=... .venv/bin/pytest -m integration` directly; see docs/testing.md).
+# WITH_NODE=0 skips the node (and so the e2e tier); CLUSTER_DIR picks the cluster's folder.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 unset KUBECONFIG
@@ -72,7 +73,9 @@ step "Kubernetes binaries (hack/build-k8s.sh)"
 bash hack/build-k8s.sh >/dev/null || exit 1
 
 node_flag=""
-if [[ -f hack/node.sh ]]; then
+if [[ "${WITH_NODE:-1}" == 0 ]]; then
+  echo "make test: WITH_NODE=0, so no node: e2e tests will skip"
+elif [[ -f hack/node.sh ]]; then
   if reason="$(bash hack/node.sh check 2>&1)"; then
     node_flag="--with-node"
   else
