@@ -32,7 +32,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_CLUSTER = REPO_ROOT / "hack" / "local-cluster"
 NODE_SCRIPT = REPO_ROOT / "hack" / "node.sh"
-CLUSTER_DIR = Path(os.environ.get("CLUSTER_DIR", "/tmp/carbonaware-cluster"))
+CLUSTER_DIR = Path(os.environ.get("CLUSTER_DIR", "/tmp/carbonaware-cluster")).absolute()
 LOG_TAIL_LINES = 40
 # Exit codes of `hack/local-cluster up` (and of `hack/node.sh up` for the first).
 NODE_UNAVAILABLE, NODE_FAILED = 3, 4
