@@ -377,7 +377,12 @@ class Tick:
                 logConfigMap=builders.log_configmap_name(self.name),
             )
         log = self._load_log(spec)
-        polled = self._poll(spec, source, log, now)
+        deadline = parse_time(self.desired.get("deadline"))
+        if not self.desired.get("jobName") and deadline is not None and now >= deadline:
+            polled = False  # due now: a slow or rate-limited provider must not delay the start
+        else:
+            polled = self._poll(spec, source, log, now)
+            now = source.now()  # a poll can block (timeouts, Retry-After): decide on time
         if self.desired.get("phase") == "Failed":
             self._save_log(log)
             return self._finish_patch()
@@ -548,7 +553,10 @@ class Tick:
         if job is None:
             return
         created = parse_time(job["metadata"].get("creationTimestamp")) or now
-        self._mark_running(name, source.to_job_time(created), "adopted the existing Job")
+        # The decision that created it was lost with the restart; status still says why it runs.
+        reason = "adopted the Job created before an operator restart"
+        self.desired["decision"] = {"action": "run", "reason": reason}
+        self._mark_running(name, source.to_job_time(created), reason)
 
     def _decide(
         self,
