@@ -31,7 +31,14 @@ if ((${#missing[@]} == 0)); then
   exit 0
 fi
 
-command -v go >/dev/null || { echo "build-k8s: Go is not installed (needs go >= 1.26)" >&2; exit 1; }
+command -v go >/dev/null || { echo "build-k8s: Go is not installed (needs go >= 1.21)" >&2; exit 1; }
+# Kubernetes 1.36 needs Go 1.26. An older Go (>= 1.21) fetches that toolchain itself from
+# the module proxy when asked to.
+go_minor="$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')"
+if ((go_minor < 26)); then
+  export GOTOOLCHAIN=go1.26.8
+  echo "build-k8s: $(go env GOVERSION 2>/dev/null) is too old; using toolchain $GOTOOLCHAIN" >&2
+fi
 echo "build-k8s: building ${missing[*]} (Kubernetes $k8s_version) with $(go version | awk '{print $3}') on $(nproc) CPUs" >&2
 start=$SECONDS
 
