@@ -318,3 +318,47 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_local_cluster_up_fails_loudly_and_leaves_nothing_running(scratch_cluster_dir, tmp_path):
+    # A kube-apiserver that dies at start stands in for any broken component; the others
+    # (etcd included) are the real binaries.
+    real_bin = subprocess.run(
+        ["bash", str(LOCAL_CLUSTER.parent / "build-k8s.sh")], capture_output=True, text=True
+    ).stdout.splitlines()[-1]
+    broken_bin = tmp_path / "bin"
+    broken_bin.mkdir()
+    for name in ("etcd", "kube-controller-manager", "kube-scheduler"):
+        (broken_bin / name).symlink_to(Path(real_bin) / name)
+    apiserver = broken_bin / "kube-apiserver"
+    apiserver.write_text("#!/bin/sh\necho 'E0000 cannot start: broken on purpose' >&2\nexit 1\n")
+    apiserver.chmod(0o755)
+
+    up = subprocess.run(
+        [str(LOCAL_CLUSTER), "up"],
+        env={**os.environ, "CLUSTER_DIR": str(scratch_cluster_dir), "K8S_BIN": str(broken_bin)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert up.returncode == 1
+    assert "kube-apiserver exited during start-up" in up.stderr
+    assert "broken on purpose" in up.stderr, "the component's log is shown"
+    assert up.stdout == "", "no export lines for a cluster that is not up"
+    assert not (scratch_cluster_dir / "state.json").exists()
+    assert "--data-dir" in (scratch_cluster_dir / "logs" / "etcd.log").read_text(), "etcd ran"
+    assert processes_mentioning(scratch_cluster_dir) == [], "etcd, started first, was stopped"
+
+
+def processes_mentioning(path: Path) -> list[str]:
+    """Command lines of live processes that name `path` (the cluster's components do)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        text = " ".join(a.decode(errors="replace") for a in args)
+        if str(path) in text and not _is_zombie(int(cmdline.parent.name)):
+            found.append(text)
+    return found
