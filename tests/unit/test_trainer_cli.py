@@ -54,7 +54,6 @@ def test_bad_flag_is_one_line_and_exit_2(tmp_path: Path, mnist_dir: Path) -> Non
 
 @pytest.mark.slow
 def test_short_run_learns_and_reports_every_field(tmp_path: Path, mnist_dir: Path) -> None:
-    termination_log = tmp_path / "termination-log"
     result = _run(
         [
             *QUICK,
@@ -85,7 +84,6 @@ def test_short_run_learns_and_reports_every_field(tmp_path: Path, mnist_dir: Pat
     assert Path(tmp_path, final["checkpoint_path"]).is_file()
     assert (tmp_path / "out" / "model.pt").is_file()
     assert json.loads((tmp_path / "out" / "result.json").read_text()) == final
-    del termination_log
 
 
 @pytest.mark.slow
