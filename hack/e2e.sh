@@ -88,4 +88,4 @@ fi
 step "e2e tests (pytest tests/e2e)"
 export E2E_ARTIFACTS="${E2E_ARTIFACTS:-/tmp/carbonaware-e2e}"
 rm -rf "$E2E_ARTIFACTS"
-.venv/bin/python -m pytest -m "e2e or docker" tests/e2e -v
+.venv/bin/python -m pytest -m "e2e or docker" tests/e2e -v --durations=5
