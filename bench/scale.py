@@ -1,0 +1,251 @@
+"""Scale: many CarbonAwareJobs across 10 zones on one operator, against the local control plane.
+
+    .venv/bin/python bench/scale.py --jobs 1000      # needs `hack/local-cluster up`
+
+The operator runs as a subprocess (``carbonaware-operator``, admin kubeconfig, one namespace).
+Readings come from a loopback HTTP server speaking the Electricity Maps v3 API
+(tests/plugins/faultkit.py), not the replay provider: the bench must choose the instant each
+zone's intensity drops and count the provider requests per zone, which a replayed trace
+(anchored at each job's creation) does not allow. Every job waits above its threshold
+(300 > 100 g/kWh); then all ten zones drop to 50 at once. Jobs use a suspended jobTemplate
+(``suspend: true``), so the Job controller creates no pods and the bench measures the
+operator, not 1,000 pending pods.
+
+Printed side by side:
+- provider requests per poll interval while waiting (goal: one per zone, 10);
+- time from the drop to each Job created (p50, p95, max) vs creating the same Jobs directly
+  with the client, same concurrency (goal: <= 2x);
+- operator peak RSS (VmHWM; goal <= 200 MB);
+- apiserver requests/s while jobs wait (apiserver_request_total in the operator's window minus
+  an idle window before it; the local apiserver is shared, so others' load is in both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "plugins"))
+
+from faultkit import FaultServer, OperatorProcess, install_crds, release  # noqa: E402
+from kubernetes import client, config, watch  # noqa: E402
+
+GROUP, VERSION, PLURAL = "carbonaware.io", "v1alpha1", "carbonawarejobs"
+ZONES = [f"BENCH-{i}" for i in range(10)]
+TEMPLATE = {
+    "spec": {
+        "suspend": True,
+        "template": {
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}
+        },
+    }
+}
+
+
+def local_cluster() -> tuple[Path, str]:
+    import subprocess
+
+    env = subprocess.run([str(REPO / "hack" / "local-cluster"), "env"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    exports = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in env.splitlines()
+        if line.startswith("export ")
+    )
+    return Path(exports["KUBECONFIG"]), exports["PATH"].split(":", 1)[0] + "/kubectl"
+
+
+def apiserver_requests(api: client.ApiClient) -> float:
+    """Sum of apiserver_request_total over every label (the apiserver's own counter)."""
+    response = api.call_api("GET", api.configuration.host + "/metrics")
+    response.read()
+    text = response.data.decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("apiserver_request_total{")
+    )
+
+
+def rss_peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--poll", type=float, default=5.0, help="poll floor and cache TTL, s")
+    parser.add_argument("--window", type=float, default=30.0, help="steady-state window, s")
+    parser.add_argument("--workers", type=int, default=16, help="client concurrency")
+    args = parser.parse_args()
+
+    kubeconfig, kubectl = local_cluster()
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    custom, core, batch = (
+        client.CustomObjectsApi(api),
+        client.CoreV1Api(api),
+        client.BatchV1Api(api),
+    )
+    install_crds(kubectl, kubeconfig, REPO / "manifests")
+    ns = f"bench-scale-{uuid.uuid4().hex[:6]}"
+    direct_ns = ns + "-direct"
+    for name in (ns, direct_ns):
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    server = FaultServer().start()
+    for zone in ZONES:
+        server.set(zone, mode="ok", intensity=300)
+    log = Path(tempfile.mkdtemp(prefix="bench-scale-")) / "operator.log"
+    poll = f"{args.poll:g}s"
+    operator = OperatorProcess(
+        kubeconfig, (ns,), log,
+        extra_env={"CARBONAWARE_POLL_FLOOR": poll, "CARBONAWARE_CACHE_TTL": poll},
+    )  # fmt: skip
+    core.create_namespaced_secret(
+        ns, client.V1Secret(metadata=client.V1ObjectMeta(name="em"), string_data={"token": "t"})
+    )
+    pool = ThreadPoolExecutor(args.workers)
+    try:
+        names = [f"j{i:04d}" for i in range(args.jobs)]
+        zone_of = {n: ZONES[i % len(ZONES)] for i, n in enumerate(names)}
+
+        def create(name: str) -> None:
+            spec = {
+                "zone": zone_of[name],
+                "provider": {
+                    "name": "electricitymaps",
+                    "baseUrl": server.base_url,
+                    "secretRef": {"name": "em"},
+                },
+                "thresholdGramsPerKWh": 100,
+                "maxDelay": "6h",
+                "pollInterval": poll if args.poll >= 1 else "1s",
+                "jobTemplate": TEMPLATE,
+            }
+            body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "CarbonAwareJob",
+                    "metadata": {"name": name}, "spec": spec}  # fmt: skip
+            custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+
+        t0 = time.monotonic()
+        list(pool.map(create, names))
+        print(f"created {args.jobs} CarbonAwareJobs in {time.monotonic() - t0:.1f} s")
+
+        idle_a = apiserver_requests(api)
+        time.sleep(args.window / 2)
+        idle_rate = (apiserver_requests(api) - idle_a) / (args.window / 2)
+
+        started = time.monotonic()
+        operator.start()
+        print(f"operator healthy in {time.monotonic() - started:.1f} s")
+
+        def phases() -> dict[str, int]:
+            items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+            counts: dict[str, int] = {}
+            for item in items:
+                phase = (item.get("status") or {}).get("phase") or "none"
+                counts[phase] = counts.get(phase, 0) + 1
+            return counts
+
+        while (counts := phases()).get("Waiting", 0) < args.jobs:
+            if time.monotonic() - started > 600 or counts.get("Failed"):
+                sys.exit(f"not all jobs waiting after 600 s: {phases()}")
+            time.sleep(2)
+        print(f"all {args.jobs} waiting {time.monotonic() - started:.1f} s after start")
+
+        # Steady state: provider requests and apiserver load while everything waits.
+        requests_a = {z: server.count(z) for z in ZONES}
+        busy_a = apiserver_requests(api)
+        time.sleep(args.window)
+        busy_rate = (apiserver_requests(api) - busy_a) / args.window
+        per_zone = [(server.count(z) - requests_a[z]) / (args.window / args.poll) for z in ZONES]
+
+        # The drop: every zone to 50 g/kWh at once; a watch stamps each Job's arrival.
+        arrived: dict[str, float] = {}
+        done = threading.Event()
+
+        def watch_jobs() -> None:
+            stream = watch.Watch()
+            for event in stream.stream(batch.list_namespaced_job, ns, timeout_seconds=600):
+                if event["type"] == "ADDED":
+                    arrived.setdefault(event["object"].metadata.name, time.monotonic())
+                if len(arrived) >= args.jobs or done.is_set():
+                    stream.stop()
+
+        watcher = threading.Thread(target=watch_jobs, daemon=True)
+        watcher.start()
+        time.sleep(1)
+        drop = time.monotonic()
+        for zone in ZONES:
+            server.set(zone, intensity=50)
+        while len(arrived) < args.jobs and time.monotonic() - drop < 600:
+            time.sleep(0.5)
+        done.set()
+        latencies = [t - drop for t in arrived.values()]
+        all_created = max(latencies) if latencies else float("nan")
+        # Detection waits for the next poll (up to one interval) by design; the spread is
+        # the operator's Job-creation throughput alone.
+        spread = all_created - min(latencies) if latencies else float("nan")
+        peak = rss_peak_mb(operator.process.pid)
+
+        # The same Jobs, created directly with the client at the same concurrency.
+        def create_direct(name: str) -> None:
+            body = {"apiVersion": "batch/v1", "kind": "Job",
+                    "metadata": {"name": name}, "spec": TEMPLATE["spec"]}  # fmt: skip
+            batch.create_namespaced_job(direct_ns, body)
+
+        t0 = time.monotonic()
+        list(pool.map(create_direct, names))
+        direct = time.monotonic() - t0
+
+        print()
+        print(f"jobs={args.jobs} zones={len(ZONES)} poll={args.poll:g}s workers={args.workers}")
+        print(f"{'figure':58} {'measured':>12} {'goal':>10}")
+        rows = [
+            ("provider requests per poll interval (all zones)", f"{sum(per_zone):.1f}", "10"),
+            ("  per zone, max", f"{max(per_zone):.2f}", "1"),
+            ("Jobs created after the drop", f"{len(arrived)}/{args.jobs}", "all"),
+            ("drop -> Job created, p50 (s)", f"{percentile(latencies, 0.5):.2f}", ""),
+            ("drop -> Job created, p95 (s)", f"{percentile(latencies, 0.95):.2f}", ""),
+            ("drop -> all Jobs created (s)", f"{all_created:.2f}", ""),
+            ("first to last Job created after the drop (s)", f"{spread:.2f}", ""),
+            ("creating the same Jobs directly (s)", f"{direct:.2f}", ""),
+            ("ratio (all created after drop / direct)", f"{all_created / direct:.2f}x", "<= 2x"),
+            ("ratio (first to last created / direct)", f"{spread / direct:.2f}x", ""),
+            ("operator peak RSS (MB)", f"{peak:.0f}", "<= 200"),
+            ("apiserver requests/s, idle (before the operator)", f"{idle_rate:.1f}", ""),
+            ("apiserver requests/s, jobs waiting", f"{busy_rate:.1f}", ""),
+            ("  the operator's share", f"{busy_rate - idle_rate:.1f}", "low"),
+        ]
+        for label, value, goal in rows:
+            print(f"{label:58} {value:>12} {goal:>10}")
+        print(f"(median p50 over zones: "
+              f"{statistics.median(per_zone):.2f} requests/zone/interval)")  # fmt: skip
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        operator.stop()
+        release(api, ns)
+        server.stop()
+        for name in (ns, direct_ns):
+            core.delete_namespace(name, propagation_policy="Background")
+        print(f"operator log: {log}", file=sys.stderr)
+        os.environ.pop("_", None)
+
+
+if __name__ == "__main__":
+    main()
