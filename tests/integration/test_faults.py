@@ -531,3 +531,53 @@ def test_sigkill_at_seeded_points_leaves_one_job_each_and_intact_status(
             stamps = [r.timestamp for r in log.readings]
             assert len(stamps) >= 3 and stamps == sorted(set(stamps)), name
             assert log.metadata["status"] == expected
+
+
+# --- two operators at once ---------------------------------------------------------------------
+
+
+def test_two_operators_at_once_never_make_a_second_job(
+    crd, kube_api, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """Two replicas on one namespace (a rollout overlap, a split brain).
+
+    kopf peering only guards a cluster-wide operator (the manifests' ClusterKopfPeering);
+    with CARBONAWARE_NAMESPACES set there is no namespaced KopfPeering CRD, so both act.
+    What must hold anyway: the Job's deterministic name and create -> 409 -> adopt give each
+    CarbonAwareJob exactly one Job, and both operators agree on its status.
+    """
+    with throwaway_namespace(kube_api, "replicas") as ns:
+        first = OperatorProcess(kubeconfig, (ns,), tmp_path / "first.log", standalone=False)
+        second = OperatorProcess(kubeconfig, (ns,), tmp_path / "second.log", standalone=False)
+        first.start(wait_healthy=False)
+        second.start()
+        first.wait_healthy()
+        try:
+            names = [f"r{i}" for i in range(8)]
+            for i, name in enumerate(names):
+                start = "26h" if i % 2 else "17h"  # clean at once, or in ~8 s
+                create(kube_api, ns, name, {
+                    "zone": "SYNTHETIC",
+                    "provider": {"name": "replay", "speed": 3600, "start": start},
+                    "thresholdGramsPerKWh": 150,
+                    "pollInterval": "1s",
+                    "trainer": {},
+                })  # fmt: skip
+
+            def all_running() -> bool:
+                cajs = all_jobs(kube_api, ns)
+                return all((c.get("status") or {}).get("phase") == "Running" for c in cajs.values())
+
+            wait_for(all_running, 90, "every job to run under two operators")
+            time.sleep(3)  # a few more ticks from both
+            cajs, spawned = all_jobs(kube_api, ns), batch_jobs(kube_api, ns)
+            assert first.alive() and second.alive()
+        finally:
+            first.stop()
+            second.stop()
+            release(kube_api, ns)
+        for name in names:
+            status = cajs[name]["status"]
+            assert [j.metadata.name for j in spawned[name]] == [status["jobName"]], name
+            created = [e for e in events(kube_api, ns, name) if e.reason == "JobCreated"]
+            assert sum(e.count or 1 for e in created) == 1, (name, created)
