@@ -19,14 +19,13 @@ RBAC is tested in test_security.py. There is no node in this tier: no pod runs.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cluster_fixtures import throwaway_namespace, wait_for
-from faultkit import FaultServer, OperatorProcess, release
+from faultkit import FaultServer, OperatorProcess, install_crds, release
 
 pytestmark = pytest.mark.integration
 
@@ -119,23 +118,7 @@ def _message(exc) -> str:
 
 @pytest.fixture(scope="module")
 def crd(kubectl: str, kubeconfig: Path) -> None:
-    for name in ("crd.yaml", "peering.yaml"):
-        manifest = str(REPO / "manifests" / name)
-        applied = subprocess.run(
-            [kubectl, "--kubeconfig", str(kubeconfig), "apply", "-f", manifest],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert applied.returncode == 0, applied.stderr
-    waited = subprocess.run(
-        [kubectl, "--kubeconfig", str(kubeconfig), "wait", "--for=condition=Established",
-         "--timeout=60s", "crd/carbonawarejobs.carbonaware.io"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )  # fmt: skip
-    assert waited.returncode == 0, waited.stderr
+    install_crds(kubectl, kubeconfig, REPO / "manifests")
 
 
 def body(name: str, spec) -> dict:

@@ -254,3 +254,21 @@ def release(kube_api, namespace: str) -> None:
                 item["metadata"]["name"],
                 {"metadata": {"finalizers": None}},
             )
+
+
+def install_crds(kubectl: str, kubeconfig: Path, manifests: Path) -> None:
+    """Apply the CarbonAwareJob and peering CRDs and wait until both are served."""
+
+    def kubectl_ok(*args: str) -> None:
+        result = subprocess.run(
+            [kubectl, "--kubeconfig", str(kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert result.returncode == 0, result.stderr
+
+    for name in ("crd.yaml", "peering.yaml"):
+        kubectl_ok("apply", "-f", str(manifests / name))
+    for crd in ("carbonawarejobs.carbonaware.io", "clusterkopfpeerings.kopf.dev"):
+        kubectl_ok("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
