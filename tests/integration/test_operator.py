@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cluster_fixtures import throwaway_namespace, wait_for
+from faultkit import release
 
 pytestmark = pytest.mark.integration
 
@@ -165,6 +166,9 @@ def operator(kubectl: str, kubeconfig: Path, kube_api, tmp_path_factory) -> Iter
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            # With the operator gone nothing removes kopf's finalizers; without this the
+            # namespace would hang in Terminating.
+            release(kube_api, namespace)
 
 
 # --- helpers: the user's view ---------------------------------------------------------
