@@ -15,7 +15,7 @@
 # carbon_plot.png and the timeline of the last run, for docs/kubernetes.md.
 # E2E_SETUP_ONLY=1: build, load and leave everything up (for a hand-run `pytest -m e2e`).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 unset KUBECONFIG
 
 start=$SECONDS
