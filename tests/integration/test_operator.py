@@ -536,6 +536,7 @@ def test_operator_service_account_is_denied_what_it_does_not_need(
     allowed = [
         ("create", "jobs.batch"),
         ("get", "jobs.batch"),
+        ("patch", "jobs.batch"),  # suspend/resume (interruptible jobs)
         ("patch", "carbonawarejobs.carbonaware.io/status"),
         ("update", "configmaps"),
         ("get", "secrets"),

@@ -43,8 +43,8 @@ NEEDED = {
     "carbonawarejobs.carbonaware.io/status": {"patch"},
     # owned objects with blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
     "carbonawarejobs.carbonaware.io/finalizers": {"update"},
-    # KubeApi.ensure_job (create, 409 -> get) and read_job.
-    "jobs.batch": {"get", "create"},
+    # KubeApi.ensure_job (create, 409 -> get), read_job, suspend_job (interruptible jobs).
+    "jobs.batch": {"get", "create", "patch"},
     # KubeApi.job_pods: the trainer's termination message.
     "pods": {"list"},
     # KubeApi.read_configmap / write_configmap (create, replace).

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 from carbonaware.core.interruptible import (
     cleanest_steps,
+    forecast_from_now,
     interruptible_window,
+    remaining_steps,
     run_or_pause,
     should_run,
 )
+from carbonaware.core.model import Reading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -105,3 +109,26 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError):
         interruptible_window(0, 0, 5)
     assert interruptible_window(10, 4, 24) == (10, 38)
+
+
+def test_operator_forecast_row_starts_with_the_current_reading_and_holds_values_in_force():
+    now = datetime(2026, 1, 1, 10, 30, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    forecast = [
+        Reading("Z", datetime(2026, 1, 1, h, tzinfo=UTC), v, forecast=True)
+        for h, v in ((10, 999.0), (12, 50.0), (14, 80.0))  # 10:00 is past: ignored
+    ]
+    row = forecast_from_now(300.0, forecast, now, now + 5 * hour, hour)
+    # 10:30 now, 11:30 (no forecast yet: current), 12:30 and 13:30 (50), 14:30 (80)
+    assert row.tolist() == [300.0, 300.0, 50.0, 50.0, 80.0]
+    assert forecast_from_now(300.0, [], now, now - hour, hour).tolist() == [300.0]  # past due
+    # the operator's row feeds the backtest's rule: two cleaner steps hold two steps of work
+    assert not should_run(row, 2, running=False)
+    assert should_run(row, 5, running=False)  # no slack
+
+
+def test_remaining_steps_rounds_up_and_never_reaches_zero_before_the_job_ends():
+    hour = timedelta(hours=1)
+    assert remaining_steps(6 * hour, 2.5 * hour, hour) == 4
+    assert remaining_steps(6 * hour, 6 * hour, hour) == 1
+    assert remaining_steps(6 * hour, 9 * hour, hour) == 1

@@ -183,3 +183,43 @@ def test_trainer_result_from_the_newest_terminated_pod() -> None:
     assert result is not None and result.accuracy == 0.981 and result.energy_kwh == 0.002
     assert builders.parse_trainer_result("Traceback (most recent call last): ...") is None
     assert builders.termination_message([{"status": {}}]) is None
+
+
+# --- interruptible jobs -------------------------------------------------------------------
+
+
+def test_interruptible_job_is_created_suspended_or_running_as_decided() -> None:
+    spec = parse_spec({"zone": "DE", "trainer": {}, "interruptible": True})
+    common = dict(name="mnist", namespace="ml", uid=UID, spec=spec, default_trainer_image="t")
+    assert builders.build_job_spec(**common, suspend=False)["spec"]["suspend"] is False
+    assert builders.build_job_spec(**common, suspend=True)["spec"]["suspend"] is True
+    assert "suspend" not in _trainer_job()["spec"]  # a plain job leaves the default alone
+    assert builders.build_suspend_patch(True) == {"spec": {"suspend": True}}
+    assert builders.build_suspend_patch(False) == {"spec": {"suspend": False}}
+
+
+def test_checkpoint_volume_mounts_a_claim_at_the_trainers_checkpoint_dir() -> None:
+    job = _trainer_job(trainer={"checkpointVolume": {"claimName": "ckpt"}})
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = container["args"]
+    assert args[args.index("--checkpoint-dir") + 1] == "/work/checkpoints"
+    assert {"name": "checkpoints", "mountPath": "/work/checkpoints"} in container["volumeMounts"]
+    assert {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "ckpt"}} in pod["volumes"]
+    plain = _trainer_job()["spec"]["template"]["spec"]
+    assert all(v["name"] != "checkpoints" for v in plain["volumes"])
+
+
+def test_segments_open_close_and_span_to_now() -> None:
+    later = NOW + timedelta(hours=2)
+    segments = builders.open_segment(None, NOW)
+    assert segments == [{"start": "2026-01-01T12:00:00Z"}]
+    assert builders.open_segment(segments, later) == segments  # already running
+    closed = builders.close_segment(segments, later)
+    assert closed == [{"start": "2026-01-01T12:00:00Z", "end": "2026-01-01T14:00:00Z"}]
+    assert builders.close_segment(closed, later + timedelta(hours=1)) == closed  # none open
+    two = builders.open_segment(closed, later + timedelta(hours=5))
+    assert builders.segment_spans(two, later + timedelta(hours=6)) == [
+        (NOW, later),
+        (later + timedelta(hours=5), later + timedelta(hours=6)),
+    ]

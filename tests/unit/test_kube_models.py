@@ -94,3 +94,22 @@ def test_crd_duration_rule_is_the_core_pattern() -> None:
     rule = props["properties"]["maxDelay"]["x-kubernetes-validations"][0]["rule"]
     cel_regex = re.search(r"matches\('(.*)'\)", rule).group(1).replace("\\\\", "\\")
     assert cel_regex == DURATION_PATTERN
+
+
+def test_interruptible_spec_and_status_segments_parse() -> None:
+    spec = parse_spec(
+        {"zone": "DE", "interruptible": True, "trainer": {"checkpointVolume": {"claimName": "c"}}}
+    )
+    assert spec.interruptible is True
+    assert spec.trainer is not None and spec.trainer.checkpoint_volume is not None
+    assert spec.trainer.checkpoint_volume.claim_name == "c"
+    assert parse_spec({"zone": "DE", "trainer": {}}).interruptible is False
+    wire = {
+        "segments": [
+            {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T02:00:00Z"},
+            {"start": "2026-01-01T05:00:00Z"},  # still running
+        ]
+    }
+    status = parse_status(wire)
+    assert status.segments is not None and status.segments[1].end is None
+    assert status.wire() == wire

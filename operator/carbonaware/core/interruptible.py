@@ -20,7 +20,13 @@ once; a 1-D row is one job.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
 import numpy as np
+
+from carbonaware.core.model import Reading
 
 DEFAULT_HYSTERESIS = 0.05  # keep running while within 5 % of the forecast's range of the cutoff
 
@@ -91,3 +97,30 @@ def should_run(
 ) -> bool:
     """:func:`run_or_pause` for one job (a 1-D forecast), as the operator calls it."""
     return bool(run_or_pause(forecast, remaining_steps, running, hysteresis)[0])
+
+
+def forecast_from_now(
+    current: float,
+    forecast: Sequence[Reading],
+    now: datetime,
+    latest_finish: datetime,
+    step: timedelta,
+) -> np.ndarray:
+    """The 1-D forecast :func:`should_run` takes: one value per ``step`` from ``now`` until
+    ``latest_finish`` (at least one), column 0 the current reading, each later column the
+    forecast value in force then (the current reading where the forecast has none yet)."""
+    if step <= timedelta(0):
+        raise ValueError(f"step must be positive, got {step}")
+    steps = max(1, math.ceil((latest_finish - now) / step))
+    ahead = sorted((r for r in forecast if r.timestamp > now), key=lambda r: r.timestamp)
+    times = np.array([r.timestamp.timestamp() for r in ahead])
+    values = np.array([current] + [r.intensity for r in ahead])
+    at = np.array([(now + j * step).timestamp() for j in range(steps)])
+    # index 0 (the current reading) until the first forecast point, then the one in force
+    return values[np.searchsorted(times, at, side="right")]
+
+
+def remaining_steps(expected: timedelta, ran: timedelta, step: timedelta) -> int:
+    """Work left in whole steps (rounded up). At least one: a job whose estimate has run out
+    but that has not finished still has work left, and must not be paused for it."""
+    return max(1, math.ceil((expected - ran) / step))

@@ -52,6 +52,7 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
 # A dataVolume PVC holds MNIST/raw at its root; mounted beside, not over, the image's own
 # /data/mnist (the trainer image's MNIST_DIR).
 DATA_MOUNT = "/mnt/mnist"
+CHECKPOINT_MOUNT = "/work/checkpoints"  # the trainer's --checkpoint-dir
 DEFAULT_TRAINER_RESOURCES = {
     "requests": {"cpu": "500m", "memory": "1Gi"},
     "limits": {"cpu": "2", "memory": "2Gi"},
@@ -114,7 +115,7 @@ def _trainer_args(spec: CarbonAwareJobSpec) -> list[str]:
         "--output-dir",
         "/work/output",
         "--checkpoint-dir",
-        "/work/checkpoints",
+        CHECKPOINT_MOUNT,
     ]
     if trainer.learning_rate is not None:
         args += ["--lr", f"{trainer.learning_rate:g}"]
@@ -145,6 +146,16 @@ def _trainer_pod_spec(spec: CarbonAwareJobSpec, default_image: str) -> dict[str,
                     "claimName": trainer.data_volume.claim_name,
                     "readOnly": True,
                 },
+            }
+        )
+    if trainer.checkpoint_volume is not None:
+        # Over the emptyDir's subfolder: checkpoints outlive the pod, so a resumed Job's new
+        # pod continues from the last one's.
+        mounts.append({"name": "checkpoints", "mountPath": CHECKPOINT_MOUNT})
+        volumes.append(
+            {
+                "name": "checkpoints",
+                "persistentVolumeClaim": {"claimName": trainer.checkpoint_volume.claim_name},
             }
         )
     container = {
@@ -182,8 +193,12 @@ def build_job_spec(
     uid: str,
     spec: CarbonAwareJobSpec,
     default_trainer_image: str,
+    suspend: bool | None = None,
 ) -> dict[str, Any]:
-    """The batch/v1 Job that runs the workload, owned by the CarbonAwareJob."""
+    """The batch/v1 Job that runs the workload, owned by the CarbonAwareJob.
+
+    ``suspend`` (interruptible jobs): created suspended or running, as the decision says.
+    """
     labels = _labels(name)
     metadata = {
         "name": job_name(name, uid),
@@ -210,7 +225,44 @@ def build_job_spec(
                 "spec": _trainer_pod_spec(spec, default_trainer_image),
             },
         }
+    if suspend is not None:
+        job_spec["suspend"] = suspend
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+
+
+def build_suspend_patch(suspend: bool) -> dict[str, Any]:
+    """The merge patch that pauses (the Job controller deletes the pods: SIGTERM, the trainer
+    checkpoints and exits) or resumes (a new pod resumes from the checkpoint) a Job."""
+    return {"spec": {"suspend": suspend}}
+
+
+def open_segment(segments: list[dict[str, Any]] | None, start: datetime) -> list[dict[str, Any]]:
+    """Segments with a new running one from ``start`` (unchanged if one is already open)."""
+    segments = [dict(s) for s in segments or []]
+    if segments and not segments[-1].get("end"):
+        return segments
+    return [*segments, {"start": iso(start)}]
+
+
+def close_segment(segments: list[dict[str, Any]] | None, end: datetime) -> list[dict[str, Any]]:
+    """Segments with the running one ended at ``end`` (unchanged if none is open)."""
+    segments = [dict(s) for s in segments or []]
+    if segments and not segments[-1].get("end"):
+        segments[-1]["end"] = iso(max(end, parse_time(segments[-1]["start"]) or end))
+    return segments
+
+
+def segment_spans(
+    segments: list[dict[str, Any]] | None, now: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The segments as (start, end) times, an open one ending ``now``."""
+    spans = []
+    for segment in segments or []:
+        start = parse_time(segment["start"])
+        assert start is not None
+        end = parse_time(segment.get("end")) or max(now, start)
+        spans.append((start, end))
+    return spans
 
 
 def build_log_configmap(

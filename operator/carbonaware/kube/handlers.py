@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import itertools
 import json
 import threading
 import time
@@ -32,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 
 from carbonaware.core import accounting
 from carbonaware.core.intensity_log import IntensityLog
+from carbonaware.core.interruptible import forecast_from_now, remaining_steps, should_run
 from carbonaware.core.model import Reading, utc
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
 from carbonaware.kube import builders, metrics
@@ -140,6 +142,9 @@ class KubeApi:
                 return None
             raise
 
+    def suspend_job(self, namespace: str, name: str, suspend: bool) -> None:
+        self.batch.patch_namespaced_job(name, namespace, builders.build_suspend_patch(suspend))
+
     def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         pods = self.core.list_namespaced_pod(
             namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}"
@@ -181,6 +186,10 @@ class JobSource:
             return utc(wall)
         elapsed = (datetime.now(UTC) - utc(wall)).total_seconds()
         return self.now() - timedelta(seconds=elapsed * self.replay.speed)
+
+    def to_wall(self, job_time: timedelta) -> timedelta:
+        """A span of this job's clock in wall time."""
+        return job_time / self.replay.speed if self.replay else job_time
 
     @property
     def clock(self) -> str:
@@ -466,7 +475,7 @@ class Tick:
                     history = cache.history(source.provider, spec.zone)
                     log.extend(r for r in history if r.timestamp <= now)
             reading = cache.latest(source.provider, spec.zone)
-            if spec.strategy == "forecast":
+            if spec.strategy == "forecast" or spec.interruptible:
                 # Without one, the policy forecasts from the history itself, and says so.
                 with contextlib.suppress(ProviderError):
                     log.set_forecast(cache.forecast(source.provider, spec.zone))
@@ -574,7 +583,17 @@ class Tick:
             max_delay=spec.max_delay,
             expected_duration=spec.expected_duration,
         )
-        decision = decide(settings, submitted, now, log.readings, log.forecast)
+        if spec.interruptible:
+            run, reason = self._should_run(spec, log, now, running=False)
+            decision = Decision(
+                action="run" if run else "wait",
+                reason=reason,
+                planned_start=now if run else None,
+                forecast_source="provider" if log.forecast else None,
+                deadline=submitted + spec.max_delay,
+            )
+        else:
+            decision = decide(settings, submitted, now, log.readings, log.forecast)
         if decision.run:
             self._start(spec, source, decision, now)
             return
@@ -596,6 +615,7 @@ class Tick:
             uid=self.uid,
             spec=spec,
             default_trainer_image=self.rt.settings.trainer_image,
+            suspend=False if spec.interruptible else None,
         )
         try:
             _, created = self.rt.kube.ensure_job(body, self.uid)
@@ -612,6 +632,8 @@ class Tick:
             self.event("DeadlineReached", decision.reason, warning=True)
         name = body["metadata"]["name"]
         self._mark_running(name, now, decision.reason)
+        if spec.interruptible:
+            self.desired["segments"] = builders.open_segment(self.desired.get("segments"), now)
         if created:
             self.event("JobCreated", f"created Job {name}: {decision.reason}")
 
@@ -644,6 +666,8 @@ class Tick:
             return
         outcome, why = builders.job_outcome(job)
         if outcome == "running":
+            if spec.interruptible:
+                self._pause_or_resume(spec, log, now, job)
             return
         if time.monotonic() < self.mem.next_poll:  # a reading at the very end, for accounting
             self.mem.next_poll = 0.0
@@ -655,9 +679,13 @@ class Tick:
         completed_wall = completed_wall or datetime.now(UTC)
         completed = source.to_job_time(completed_wall)
         self.desired["completedAt"] = iso(completed)
+        if spec.interruptible:
+            self.desired["segments"] = builders.close_segment(
+                self.desired.get("segments"), completed
+            )
         if result is not None:
             self.desired["trainer"] = result.model_dump(by_alias=True, exclude_none=True)
-        self._account(spec, log, result, started_wall, completed_wall, completed)
+        self._account(spec, source, log, result, started_wall, completed_wall, completed)
         if outcome == "succeeded":
             self.desired.update(phase="Succeeded", message=self._summary("succeeded"))
             _condition(self.desired, "Succeeded", True, "JobSucceeded", why, self.generation)
@@ -670,6 +698,7 @@ class Tick:
     def _account(
         self,
         spec: CarbonAwareJobSpec,
+        source: JobSource,
         log: IntensityLog,
         result: TrainerResult | None,
         started_wall: datetime | None,
@@ -678,8 +707,14 @@ class Tick:
     ) -> None:
         started = parse_time(self.desired.get("startedAt")) or completed
         submitted = parse_time(self.desired.get("submittedAt")) or started
+        # An interruptible job emits only while it runs: over its segments, not start..end.
+        spans = builders.segment_spans(self.desired.get("segments"), completed) or [
+            (started, completed)
+        ]
         if result is not None and result.duration_seconds is not None:
             run_time = timedelta(seconds=result.duration_seconds)
+        elif spec.interruptible:
+            run_time = source.to_wall(sum((b - a for a, b in spans), timedelta(0)))
         else:
             run_time = completed_wall - (started_wall or completed_wall)
         # Only a metered figure counts as measured; otherwise the spec's assumed power.
@@ -692,7 +727,7 @@ class Tick:
             measured_by="the trainer",
         )
         try:
-            report = accounting.account(energy, [(started, completed)], submitted, log.readings)
+            report = accounting.account(energy, spans, submitted, log.readings)
         except ValueError as exc:
             self.desired.update(energyKWh=round(energy.kwh, 9), energyMethod=energy.method)
             self.desired["emissionsBasis"] = f"not accounted: {exc}"
@@ -709,6 +744,70 @@ class Tick:
         if report.saved_percent is not None:
             self.desired["savedPercent"] = round(report.saved_percent, 2)
         metrics.record_finished(energy.kwh, report.emissions.grams, report.saved_grams)
+
+    # -- interruptible jobs: pause while dirty, resume when clean -----------------------------
+    def _should_run(
+        self, spec: CarbonAwareJobSpec, log: IntensityLog, now: datetime, running: bool
+    ) -> tuple[bool, str]:
+        """core.interruptible.should_run (the rule the backtest uses) on this job's readings."""
+        submitted = parse_time(self.desired.get("submittedAt"))
+        assert submitted is not None
+        latest_finish = submitted + spec.max_delay + spec.expected_duration
+        spans = builders.segment_spans(self.desired.get("segments"), now)
+        ran = sum((b - a for a, b in spans), timedelta(0))
+        forecast = [r for r in log.forecast if r.timestamp > now]
+        gaps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(forecast)]
+        step = min([g for g in gaps if g > timedelta(0)], default=timedelta(hours=1))
+        work = remaining_steps(spec.expected_duration, ran, step)
+        actual = [r for r in log.readings if not r.forecast and r.timestamp <= now]
+        steps_left = max(1, -(-(latest_finish - now) // step))
+        if not actual:
+            run = work >= steps_left  # nothing to compare: run only when there is no slack
+            return run, f"no reading yet; {work} step(s) of work, {steps_left} step(s) left"
+        values = forecast_from_now(actual[-1].intensity, forecast, now, latest_finish, step)
+        run = should_run(values, work, running)
+        where = (
+            f"{actual[-1].intensity:.0f} g/kWh now; {work} step(s) of {step} of work left in "
+            f"{len(values)} step(s) before {iso(latest_finish)}"
+        )
+        if run:
+            return run, f"run: {where}, and this step is in the cleanest plan"
+        return run, f"pause: {where}, and cleaner steps ahead hold all of it"
+
+    def _pause_or_resume(
+        self, spec: CarbonAwareJobSpec, log: IntensityLog, now: datetime, job: dict[str, Any]
+    ) -> None:
+        running = not (job.get("spec") or {}).get("suspend")
+        # Status follows the Job first: a patch sent just before a restart is not lost.
+        segments = self.desired.get("segments")
+        self.desired["segments"] = (
+            builders.open_segment(segments, now)
+            if running
+            else builders.close_segment(segments, now)
+        )
+        run, reason = self._should_run(spec, log, now, running)
+        if run == running:
+            return
+        name = self.desired["jobName"]
+        self.rt.kube.suspend_job(self.namespace, name, suspend=not run)
+        segments = self.desired["segments"]
+        if run:
+            self.desired["segments"] = builders.open_segment(segments, now)
+            message = f"resumed Job {name}: {reason}"
+        else:
+            self.desired["segments"] = builders.close_segment(segments, now)
+            message = f"suspended Job {name}: {reason}"
+        self.desired["decision"] = {"action": "run" if run else "pause", "reason": reason}
+        self.desired["message"] = message
+        _condition(
+            self.desired,
+            "Suspended",
+            not run,
+            "Resumed" if run else "Suspended",
+            message,
+            self.generation,
+        )
+        self.event("Resumed" if run else "Suspended", message)
 
     def _summary(self, outcome: str) -> str:
         parts = [f"Job {self.desired.get('jobName')} {outcome}"]

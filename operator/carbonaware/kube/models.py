@@ -79,6 +79,13 @@ class DataVolume(_Camel):
     claim_name: str
 
 
+class CheckpointVolume(_Camel):
+    """A PersistentVolumeClaim for the trainer's checkpoints: an interruptible job's pods
+    come and go, and each new one resumes from what the last one saved there."""
+
+    claim_name: str
+
+
 class TrainerSpec(_Camel):
     image: str | None = None
     epochs: int = Field(default=1, ge=1)
@@ -86,6 +93,7 @@ class TrainerSpec(_Camel):
     learning_rate: float | None = Field(default=None, gt=0)
     max_samples: int | None = Field(default=None, ge=1)
     data_volume: DataVolume | None = None
+    checkpoint_volume: CheckpointVolume | None = None
     resources: dict[str, dict[str, Any]] | None = None
     backoff_limit: int = Field(default=0, ge=0)
 
@@ -101,6 +109,8 @@ class CarbonAwareJobSpec(_Camel):
     power: PowerSpec = PowerSpec()
     trainer: TrainerSpec | None = None
     job_template: dict[str, Any] | None = None
+    # Suspend the Job while the grid is dirty and resume it later (see core/interruptible.py).
+    interruptible: bool = False
 
 
 def parse_spec(raw: dict[str, Any]) -> CarbonAwareJobSpec:
@@ -130,6 +140,13 @@ class Decision(_Camel):
     reason: str
     planned_start: str | None = None
     forecast_source: str | None = None
+
+
+class Segment(_Camel):
+    """One stretch the Job ran, on the job's clock; ``end`` None while it still runs."""
+
+    start: str
+    end: str | None = None
 
 
 class TrainerResult(_Camel):
@@ -184,6 +201,7 @@ class CarbonAwareJobStatus(_Camel):
     saved_percent: float | None = None
     emissions_basis: str | None = None
     trainer: TrainerResult | None = None
+    segments: tuple[Segment, ...] | None = None
 
     def wire(self) -> dict[str, Any]:
         """The camelCase dict as stored in the object (unset fields left out)."""
