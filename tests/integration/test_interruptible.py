@@ -29,6 +29,7 @@ from test_operator import (  # noqa: F401  (operator: the fixture)
     event_reasons,
     finish_pod,
     get,
+    jobs_of,
     operator,
     parse,
     status,
@@ -161,3 +162,17 @@ def get_log(kube_api, namespace: str, name: str) -> dict:
     from kubernetes import client
 
     return client.CoreV1Api(kube_api).read_namespaced_config_map(name, namespace).data
+
+
+def test_an_interruptible_job_submitted_into_a_dirty_evening_waits_without_a_job(
+    operator,  # noqa: F811  (the fixture imported above)
+    kube_api,
+) -> None:
+    ns = operator.namespace
+    # 10:00 on day one (206 g/kWh); the night ahead (99-113 g/kWh) holds all 4 h of work.
+    spec = SPEC | {"provider": {**SPEC["provider"], "start": "10h"}, "expectedDuration": "4h"}
+    create(kube_api, ns, "evening", spec)
+    waiting = wait_phase(kube_api, ns, "evening", "Waiting", timeout=30)
+    assert waiting["decision"]["reason"].startswith("pause:"), waiting["decision"]
+    assert "jobName" not in waiting and "segments" not in waiting
+    assert jobs_of(kube_api, ns, "evening") == []
