@@ -70,6 +70,16 @@ def test_trainer_image_and_data_volume_from_spec() -> None:
     )
 
 
+def test_trainer_placement_goes_to_the_pod_only_when_set() -> None:
+    gpu = {"nvidia.com/gpu.present": "true"}
+    spot = {"key": "spot", "operator": "Exists", "effect": "NoSchedule"}
+    placed = _trainer_job(trainer={"nodeSelector": gpu, "tolerations": [spot]})
+    pod = placed["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == gpu and pod["tolerations"] == [spot]
+    plain = _trainer_job()["spec"]["template"]["spec"]
+    assert "nodeSelector" not in plain and "tolerations" not in plain
+
+
 def test_job_template_is_kept_and_owned() -> None:
     template = {
         "metadata": {"labels": {"team": "a"}},

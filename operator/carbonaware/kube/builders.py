@@ -177,13 +177,18 @@ def _trainer_pod_spec(spec: CarbonAwareJobSpec, default_image: str) -> dict[str,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
     }
-    return {
+    pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "securityContext": POD_SECURITY_CONTEXT,
         "containers": [container],
         "volumes": volumes,
     }
+    if trainer.node_selector:
+        pod_spec["nodeSelector"] = dict(trainer.node_selector)
+    if trainer.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in trainer.tolerations]
+    return pod_spec
 
 
 def build_job_spec(

@@ -95,6 +95,9 @@ class TrainerSpec(_Camel):
     data_volume: DataVolume | None = None
     checkpoint_volume: CheckpointVolume | None = None
     resources: dict[str, dict[str, Any]] | None = None
+    # Placement, passed through to the pod as-is (e.g. GPU nodes and their taints).
+    node_selector: dict[str, str] | None = None
+    tolerations: tuple[dict[str, Any], ...] | None = None
     backoff_limit: int = Field(default=0, ge=0)
 
 
