@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_fixtures import throwaway_namespace, wait_for
+from cluster_fixtures import off_node, throwaway_namespace, wait_for
 from faultkit import FaultServer, OperatorProcess, install_crds, release
 
 pytestmark = pytest.mark.integration
@@ -250,7 +250,7 @@ def test_what_only_the_operator_can_know_fails_the_job_not_the_operator(
         ),
     }
     for name, (spec, _, _) in cases.items():
-        spec = {"pollInterval": "1s", "trainer": {}, **spec}
+        spec = {"pollInterval": "1s", "trainer": off_node(), **spec}
         if "jobTemplate" in spec:
             del spec["trainer"]
         api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body(name, spec))
@@ -260,7 +260,10 @@ def test_what_only_the_operator_can_know_fails_the_job_not_the_operator(
         VERSION,
         ns,
         PLURAL,
-        body("good", {"zone": "DE", "provider": clean_now, "pollInterval": "1s", "trainer": {}}),
+        body(
+            "good",
+            {"zone": "DE", "provider": clean_now, "pollInterval": "1s", "trainer": off_node()},
+        ),
     )
 
     for name, (_, reason, text) in cases.items():

@@ -13,8 +13,8 @@
   duplicate Jobs.
 
 The operator is a subprocess (``carbonaware-operator``) with the admin kubeconfig; it polls
-every second (``CARBONAWARE_POLL_FLOOR=1s``). This tier has no node: the test plays the
-kubelet and reports pods terminated through the pod status subresource, and the real Job
+every second (``CARBONAWARE_POLL_FLOOR=1s``). Pods are kept off any node (off_node): the test
+plays the kubelet and reports pods terminated through the pod status subresource, and the real Job
 controller completes or fails the Job by its own rules (as tests/integration/test_operator.py
 does).
 """
@@ -32,7 +32,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from cluster_fixtures import throwaway_namespace, wait_for
+from cluster_fixtures import off_node, throwaway_namespace, wait_for
 from faultkit import FaultServer, OperatorProcess, install_crds, release
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ def parse(ts: str) -> datetime:
 
 
 def finish_pod(kube_api, ns: str, job_name: str, exit_code: int, message: str) -> bool:
-    """Play the kubelet (no node in this tier): report the Job's pod terminated.
+    """Play the kubelet (off_node keeps real kubelets away): report the pod terminated.
 
     False when the Job controller has not created the pod yet.
     """
@@ -198,7 +198,7 @@ def test_provider_faults_back_off_fall_back_and_still_start_by_the_deadline(
         for zone in (alone, chained):
             # "gone" answers first, then disappears once the jobs wait.
             fault_server.set(zone, mode="ok" if fault == "gone" else fault, intensity=300)
-        common = {"thresholdGramsPerKWh": 100, "pollInterval": "1s", "trainer": {}}
+        common = {"thresholdGramsPerKWh": 100, "pollInterval": "1s", "trainer": off_node()}
         create(
             kube_api,
             ns,
@@ -367,7 +367,7 @@ class KillLab:
             "maxDelay": "5h" if deadline_case else "24h",
             "pollInterval": "1s",
             "power": {"watts": 100, "pue": 1.2},
-            "trainer": {},
+            "trainer": off_node(),
         }
         self.exit_codes[name] = 1 if self.created % 5 == 0 else 0
         self.run_for[name] = self.rng.uniform(0.5, 3.0)
@@ -561,7 +561,7 @@ def test_two_operators_at_once_never_make_a_second_job(
                     "provider": {"name": "replay", "speed": 3600, "start": start},
                     "thresholdGramsPerKWh": 150,
                     "pollInterval": "1s",
-                    "trainer": {},
+                    "trainer": off_node(),
                 })  # fmt: skip
 
             def all_running() -> bool:

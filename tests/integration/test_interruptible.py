@@ -23,7 +23,7 @@ from datetime import timedelta
 import pytest
 from carbonaware.core.accounting import emissions_over_segments
 from carbonaware.core.intensity_log import IntensityLog
-from cluster_fixtures import wait_for
+from cluster_fixtures import off_node, wait_for
 from test_operator import (  # noqa: F401  (operator: the fixture)
     create,
     event_reasons,
@@ -47,7 +47,7 @@ SPEC = {
     "expectedDuration": "6h",
     "interruptible": True,
     "power": {"watts": 100, "pue": 1.2},
-    "trainer": {"epochs": 1, "checkpointVolume": {"claimName": "mnist-checkpoints"}},
+    "trainer": off_node({"epochs": 1, "checkpointVolume": {"claimName": "mnist-checkpoints"}}),
 }
 
 

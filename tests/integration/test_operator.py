@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster_fixtures import throwaway_namespace, wait_for
+from cluster_fixtures import off_node, throwaway_namespace, wait_for
 from faultkit import release
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def replay_job(**overrides) -> dict:
         "provider": DIRTY_EVENING,
         "thresholdGramsPerKWh": 150,
         "pollInterval": "1s",
-        "trainer": {"epochs": 1},
+        "trainer": off_node({"epochs": 1}),
     }
     return spec | overrides
 
@@ -239,7 +239,7 @@ def event_reasons(kube_api, namespace: str, name: str) -> set[str]:
 
 
 def finish_pod(kube_api, namespace: str, job_name: str, exit_code: int, message: str) -> None:
-    """Play the kubelet (no node in this tier): report the Job's pod finished."""
+    """Play the kubelet (off_node keeps real kubelets away): report the pod finished."""
     from kubernetes import client
 
     core = client.CoreV1Api(kube_api)
@@ -462,7 +462,7 @@ def test_provider_outage_marks_data_stale_and_still_starts_at_the_deadline(
         },
         "maxDelay": "8s",  # wall clock: no replay here
         "pollInterval": "1s",
-        "trainer": {},
+        "trainer": off_node(),
     }
     create(kube_api, ns, "outage", spec)
 
@@ -513,7 +513,7 @@ def test_falls_back_along_the_chain_and_says_so(operator: Operator, kube_api, ht
         },
         "thresholdGramsPerKWh": 100,
         "pollInterval": "1s",
-        "trainer": {},
+        "trainer": off_node(),
     }
     create(kube_api, ns, "fallback", spec)
 

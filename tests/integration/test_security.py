@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster_fixtures import throwaway_namespace, wait_for
+from cluster_fixtures import off_node, throwaway_namespace, wait_for
 from faultkit import FaultServer, OperatorProcess, release
 
 pytestmark = pytest.mark.integration
@@ -196,7 +196,7 @@ def test_a_provider_token_never_reaches_logs_events_status_or_the_log_configmap(
                         "maxDelay": max_delay,
                         "thresholdGramsPerKWh": 100,
                         "pollInterval": "1s",
-                        "trainer": {},
+                        "trainer": off_node(),
                     },
                 }
                 api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)

@@ -79,6 +79,17 @@ def node_unavailable_reason() -> str | None:
 
 # --- sharing one local cluster between pytest sessions --------------------------------
 
+# Tests that play the kubelet (they patch pod status themselves) keep their pods off every
+# real node: when a node is up (make test starts one for the e2e tier), its kubelet would run
+# the pod and overwrite the status the test wrote. No node carries this label.
+FAKE_KUBELET_NODE_SELECTOR = {"carbonaware.io/test-tier": "fake-kubelet"}
+
+
+def off_node(trainer: dict | None = None) -> dict:
+    """A spec.trainer whose pod no real node will run (see FAKE_KUBELET_NODE_SELECTOR)."""
+    return {**(trainer or {}), "nodeSelector": FAKE_KUBELET_NODE_SELECTOR}
+
+
 HOLDERS_DIR = CLUSTER_DIR / "pytest-holders"
 STARTED_BY_PYTEST = CLUSTER_DIR / "started-by-pytest"
 
