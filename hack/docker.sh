@@ -90,7 +90,16 @@ start_dockerd() {
   done
   # Debian's docker.io runs its containerd as a child of dockerd (not a system containerd),
   # so the node's containerd (hack/node.sh, own socket) never shares state with it.
-  setsid dockerd --pidfile "$state_dir/dockerd.pid" >"$state_dir/dockerd.log" 2>&1 </dev/null &
+  # Close inherited descriptors above stderr first: a caller's pipe (a `2> >(sed ...)`
+  # process substitution, a Popen pipe) held open by the daemon would make that caller
+  # wait for EOF for as long as dockerd lives.
+  (
+    for fd in /proc/self/fd/*; do
+      fd="${fd##*/}"
+      ((fd > 2)) && eval "exec $fd>&-"
+    done
+    exec setsid dockerd --pidfile "$state_dir/dockerd.pid" >"$state_dir/dockerd.log" 2>&1 </dev/null
+  ) &
   echo $! >"$state_dir/dockerd.launcher.pid"
   local deadline=$((SECONDS + 60))
   until engine_answers; do
