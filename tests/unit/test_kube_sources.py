@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from carbonaware.kube import metrics
-from carbonaware.kube.handlers import build_source
+from carbonaware.kube.handlers import SharedSources, build_source
 from carbonaware.kube.models import parse_spec
 from carbonaware.kube.settings import OperatorSettings
 from carbonaware.providers.cache import ProviderCache
@@ -50,3 +50,39 @@ def test_live_providers_share_across_creation_times_and_run_on_wall_time() -> No
     other = _source({"name": "static", "value": 100}, CREATED + timedelta(days=3))
     assert one.provider.cache_key == other.provider.cache_key
     assert one.clock == "wall" and one.to_job_time(CREATED) == CREATED
+
+
+class _Secrets:
+    """Stands in for KubeApi.secret_value (the unit tier has no apiserver; the integration
+    tier reads real Secrets): Secret "a" holds one token, "b" another."""
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        return {"a": "tok-a", "b": "tok-b"}[name]
+
+
+def test_jobs_with_one_live_configuration_share_one_provider_object() -> None:
+    # Issue 7's memory goal: 1,000 jobs on 10 zones must not hold 1,000 HTTP sessions.
+    shared = SharedSources()
+    em = {"name": "electricitymaps", "baseUrl": "http://127.0.0.1:9/v3"}
+
+    def source(provider: dict, secret: str = "a", zone: str = "DE"):
+        provider = {**provider, "secretRef": {"name": secret}}
+        spec = parse_spec({"zone": zone, "provider": provider, "trainer": {}})
+        return build_source(spec, "ns", CREATED, OperatorSettings(), _Secrets(), shared)
+
+    first, second = source(em), source(em, zone="FR")
+    assert first is second and len(shared) == 1
+    assert source(em, secret="b") is not first  # other credentials, other answers
+    assert source({**em, "basis": "lifecycle"}) is not first
+    assert first.provider.cache_key != source(em, secret="b").provider.cache_key
+    replayed = [_source({"name": "replay", "speed": 3600}) for _ in range(2)]
+    assert replayed[0].provider is not replayed[1].provider  # each anchored at its creation
+
+
+def test_the_shared_sources_stay_bounded() -> None:
+    shared = SharedSources(max_entries=2)
+    for value in (100, 200, 300):
+        provider = {"name": "static", "value": value}
+        spec = parse_spec({"zone": "DE", "provider": provider, "trainer": {}})
+        build_source(spec, "ns", CREATED, OperatorSettings(), None, shared)
+    assert len(shared) == 2

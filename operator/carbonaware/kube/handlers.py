@@ -23,9 +23,11 @@ import itertools
 import json
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 from kubernetes import client
@@ -57,7 +59,9 @@ from carbonaware.providers.base import (
 from carbonaware.providers.cache import ProviderCache
 from carbonaware.providers.chain import FallbackChain
 from carbonaware.providers.registry import ProviderConfig, make_provider
-from carbonaware.providers.replay import ReplayProvider
+
+if TYPE_CHECKING:  # pandas-backed: imported only when a job replays a trace
+    from carbonaware.providers.replay import ReplayProvider
 
 MAX_BACKOFF = timedelta(minutes=10)
 
@@ -234,12 +238,43 @@ def _credentials(
     return {"token": token}
 
 
+class SharedSources:
+    """One JobSource per distinct live-provider configuration, shared by the jobs that use it.
+
+    A thousand jobs on a handful of zones then hold a handful of provider objects (each with
+    its own requests.Session and connection pool) instead of a thousand. Replayed traces are
+    never shared: each job's replay is anchored at that job's creation. Bounded (LRU) so
+    rotating Secrets cannot grow it without end.
+    """
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self.max_entries = max_entries
+        self._sources: OrderedDict[str, JobSource] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_build(self, key: str, build: Callable[[], JobSource]) -> JobSource:
+        with self._lock:
+            if key in self._sources:
+                self._sources.move_to_end(key)
+                return self._sources[key]
+        source = build()  # outside the lock: building may read a token file
+        with self._lock:
+            source = self._sources.setdefault(key, source)
+            while len(self._sources) > self.max_entries:
+                self._sources.popitem(last=False)
+            return source
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+
 def build_source(
     spec: CarbonAwareJobSpec,
     namespace: str,
     created: datetime,
     settings: OperatorSettings,
     kube: KubeApi,
+    shared: SharedSources | None = None,
 ) -> JobSource:
     """The job's provider (with fallbacks), metered and keyed for the shared cache."""
     primary_name = spec.provider.name or settings.default_provider
@@ -255,20 +290,37 @@ def build_source(
     ]
     try:
         provider_config = ProviderConfig.from_mapping(config)
-        anchor = created.timestamp()
-        provider = make_provider(provider_config, clock=_StartsAt(anchor))
     except ConfigError as exc:
         raise SpecError(str(exc)) from None
-    first = provider.providers[0] if isinstance(provider, FallbackChain) else provider
-    replay = first if isinstance(first, ReplayProvider) else None
     # Credentials differ → different answers: fold a digest (never the secret) into the key.
     secret_digest = hashlib.sha256(
         repr(sorted((k, v) for k, v in config.items() if k in ("token", "username"))).encode()
     ).hexdigest()[:12]
-    suffix = f"@{int(anchor)}" if replay else ""
-    if config.get("token") or config.get("username"):
-        suffix += f"#{secret_digest}"
-    return JobSource(metrics.MeteredProvider(provider, suffix), replay)
+    suffix = f"#{secret_digest}" if config.get("token") or config.get("username") else ""
+    if config["name"] == "replay":
+        from carbonaware.providers.replay import ReplayProvider
+
+        anchor = created.timestamp()
+        try:
+            provider = make_provider(provider_config, clock=_StartsAt(anchor))
+        except ConfigError as exc:
+            raise SpecError(str(exc)) from None
+        first = provider.providers[0] if isinstance(provider, FallbackChain) else provider
+        assert isinstance(first, ReplayProvider)
+        return JobSource(metrics.MeteredProvider(provider, f"@{int(anchor)}{suffix}"), first)
+
+    def build() -> JobSource:
+        try:
+            provider = make_provider(provider_config)
+        except ConfigError as exc:
+            raise SpecError(str(exc)) from None
+        return JobSource(metrics.MeteredProvider(provider, suffix), None)
+
+    if shared is None:
+        return build()
+    # The whole configuration, secrets included, decides whether two jobs may share.
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    return shared.get_or_build(key, build)
 
 
 # --- the operator's shared state ------------------------------------------------------------
@@ -280,6 +332,7 @@ class Runtime:
     kube: KubeApi
     cache: ProviderCache
     lock: threading.Lock = field(default_factory=threading.Lock)
+    sources: SharedSources = field(default_factory=SharedSources)
 
 
 @dataclass
@@ -412,7 +465,7 @@ class Tick:
         if self.mem.spec is None or self.mem.generation != self.generation:
             spec = parse_spec(dict(self.body.get("spec") or {}))
             self.mem.source = build_source(
-                spec, self.namespace, self.created, self.rt.settings, self.rt.kube
+                spec, self.namespace, self.created, self.rt.settings, self.rt.kube, self.rt.sources
             )
             self.mem.spec, self.mem.generation = spec, self.generation
         assert self.mem.spec is not None
