@@ -434,10 +434,10 @@ def _workload(cmd: list[str]) -> Workload:
     has_trainer = importlib.util.find_spec("carbontrainer") is not None and Path(trainer).exists()
     if has_trainer and (mnist / "MNIST" / "raw").is_dir():
         out = Path(tempfile.mkdtemp(prefix="carbon-trainer-"))  # fresh: never resume old runs
-        argv = [trainer, "--epochs", "1", "--max-samples", "1000", "--eval-samples", "1000",
+        argv = [trainer, "--epochs", "1", "--max-samples", "10000", "--eval-samples", "2000",
                 "--batch-size", "64", "--data-dir", str(mnist), "--output-dir", str(out / "out"),
                 "--checkpoint-dir", str(out / "checkpoints")]  # fmt: skip
-        return Workload(argv, f"MNIST trainer (1 epoch, 1000 samples, data {mnist})")
+        return Workload(argv, f"MNIST trainer (1 epoch, 10,000 samples, data {mnist})")
     why = "the trainer is not installed" if not has_trainer else f"no MNIST data in {mnist}"
     argv = [
         sys.executable,
