@@ -41,7 +41,7 @@ run_pytest() {
   shift
   local out
   out="$(mktemp)"
-  .venv/bin/python -m pytest "$@" 2>&1 | tee "$out"
+  .venv/bin/python -m pytest --durations=12 "$@" 2>&1 | tee "$out"
   local rc=${PIPESTATUS[0]}
   # rc 5: nothing collected for this tier yet; not a failure.
   printf '%-34s %s\n' "$tier:" "$(grep -E '^=+ .* in [0-9.]+s' "$out" | tail -1)" >>"$summaries"
