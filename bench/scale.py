@@ -36,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "plugins"))
 
+import urllib3  # noqa: E402
 from faultkit import FaultServer, OperatorProcess, install_crds, release  # noqa: E402
 from kubernetes import client, config, watch  # noqa: E402
 
@@ -155,7 +156,18 @@ def main() -> None:
         print(f"operator healthy in {time.monotonic() - started:.1f} s")
 
         def phases() -> dict[str, int]:
-            items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+            # The shared apiserver drops a request now and then under this load (its
+            # 60 s timeout); the bench's own read is retried, it is not what is measured.
+            for attempt in range(5):
+                try:
+                    items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+                    break
+                except (urllib3.exceptions.HTTPError, client.ApiException) as exc:
+                    if attempt == 4:
+                        raise
+                    print(f"listing jobs failed ({type(exc).__name__}); retrying")
+                    time.sleep(2)
+            items = items["items"]
             counts: dict[str, int] = {}
             for item in items:
                 phase = (item.get("status") or {}).get("phase") or "none"

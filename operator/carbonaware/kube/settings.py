@@ -45,6 +45,9 @@ class OperatorSettings:
     peering_name: str = "carbonaware"
     priority: int | None = None  # None: a random priority, so two replicas never both act
     standalone: bool = False  # True: no peering at all (tests, a single local run)
+    # Threads running the (synchronous) per-job handlers. Each blocks on API and provider
+    # calls; fewer threads save a little memory but slow a burst of Job creations (bench/scale.py).
+    workers: int = 32
 
     @property
     def trace(self) -> str:
@@ -93,7 +96,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> OperatorSettings:
         peering_name=env.get(PREFIX + "PEERING_NAME") or defaults.peering_name,
         priority=_number(env, "PRIORITY", None, int),
         standalone=env.get(PREFIX + "STANDALONE", "").lower() in ("1", "true", "yes"),
+        workers=_number(env, "WORKERS", defaults.workers, int),
     )
+    if not 1 <= settings.workers <= 256:
+        raise SettingsError(f"{PREFIX}WORKERS must be between 1 and 256")
     if settings.poll_floor < timedelta(milliseconds=100):
         raise SettingsError(f"{PREFIX}POLL_FLOOR must be at least 100ms")
     if settings.default_provider not in ("electricitymaps", "ukci", "watttime", "replay", "static"):
