@@ -177,26 +177,9 @@ def wait_controllers_recovered(kube_api) -> float:
     RBAC caches are cold); their informers then back off for up to ~30 s. The tests that
     follow need namespaces with a default ServiceAccount, so this test leaves only then.
     """
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    core = client.CoreV1Api(kube_api)
     started = time.monotonic()
-    meta = client.V1ObjectMeta(generate_name="outage-probe-")
-    probe = core.create_namespace(client.V1Namespace(metadata=meta)).metadata.name
-
-    def has_service_account() -> bool:
-        try:
-            return bool(core.read_namespaced_service_account("default", probe))
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-
-    try:
-        wait_for(has_service_account, 120, "the controller-manager to recover after the restart")
-    finally:
-        core.delete_namespace(probe)
+    with throwaway_namespace(kube_api, "outage-probe", ready_timeout_s=120):
+        pass
     return time.monotonic() - started
 
 
