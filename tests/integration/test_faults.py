@@ -25,7 +25,7 @@ import os
 import random
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -33,7 +33,14 @@ from pathlib import Path
 
 import pytest
 from cluster_fixtures import off_node, throwaway_namespace, wait_for
-from faultkit import FaultServer, OperatorProcess, install_crds, release
+from faultkit import (
+    FaultServer,
+    OperatorProcess,
+    batch_jobs,
+    finish_pod,
+    install_crds,
+    release,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -79,18 +86,6 @@ def all_jobs(kube_api, ns: str) -> dict[str, dict]:
     return {item["metadata"]["name"]: item for item in items}
 
 
-def batch_jobs(kube_api, ns: str) -> dict[str, list]:
-    """CarbonAwareJob name -> its batch Jobs (by the operator's label)."""
-    from kubernetes import client
-
-    found: dict[str, list] = defaultdict(list)
-    for job in client.BatchV1Api(kube_api).list_namespaced_job(ns).items:
-        owner = (job.metadata.labels or {}).get("carbonaware.io/job")
-        if owner:
-            found[owner].append(job)
-    return found
-
-
 def events(kube_api, ns: str, name: str) -> list:
     from kubernetes import client
 
@@ -107,52 +102,6 @@ def conditions(status: dict) -> dict[str, dict]:
 
 def parse(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
-
-
-def finish_pod(kube_api, ns: str, job_name: str, exit_code: int, message: str) -> bool:
-    """Play the kubelet (off_node keeps real kubelets away): report the pod terminated.
-
-    False when the Job controller has not created the pod yet.
-    """
-    from kubernetes import client
-
-    core = client.CoreV1Api(kube_api)
-    pods = core.list_namespaced_pod(
-        ns, label_selector=f"batch.kubernetes.io/job-name={job_name}"
-    ).items
-    if not pods:
-        return False
-    pod = pods[0]
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    container = pod.spec.containers[0]
-    core.patch_namespaced_pod_status(
-        pod.metadata.name,
-        ns,
-        {
-            "status": {
-                "phase": "Succeeded" if exit_code == 0 else "Failed",
-                "containerStatuses": [
-                    {
-                        "name": container.name,
-                        "image": container.image,
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {
-                            "terminated": {
-                                "exitCode": exit_code,
-                                "reason": "Completed" if exit_code == 0 else "Error",
-                                "message": message,
-                                "startedAt": now,
-                                "finishedAt": now,
-                            }
-                        },
-                    }
-                ],
-            }
-        },
-    )
-    return True
 
 
 # --- provider faults ---------------------------------------------------------------------------

@@ -221,7 +221,9 @@ def wait_for(
 
 
 @contextmanager
-def throwaway_namespace(kube_api, prefix: str = "test") -> Iterator[str]:
+def throwaway_namespace(
+    kube_api, prefix: str = "test", ready_timeout_s: float = 30
+) -> Iterator[str]:
     """A fresh namespace whose `default` ServiceAccount exists (pods need it); deleted after."""
     from kubernetes import client
     from kubernetes.client.rest import ApiException
@@ -240,7 +242,7 @@ def throwaway_namespace(kube_api, prefix: str = "test") -> Iterator[str]:
             raise
 
     try:
-        wait_for(default_service_account, 30, f"the default ServiceAccount in {name}")
+        wait_for(default_service_account, ready_timeout_s, f"the default ServiceAccount in {name}")
         yield name
     finally:
         core.delete_namespace(name, propagation_policy="Background")

@@ -10,6 +10,8 @@
   It counts requests per zone and kind.
 - :class:`OperatorProcess` runs ``carbonaware-operator`` as a child process (so it can be
   SIGKILLed and restarted) against a kubeconfig, watching given namespaces, logging to a file.
+- :func:`batch_jobs` lists each CarbonAwareJob's batch Jobs; :func:`finish_pod` plays the
+  kubelet for pods kept off every node (off_node) and reports one terminated.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -229,6 +231,67 @@ class OperatorProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+# --- the world around the operator: Jobs, and a kubelet played by the test ---------
+
+
+def batch_jobs(kube_api, ns: str) -> dict[str, list]:
+    """CarbonAwareJob name -> its batch Jobs (by the operator's label)."""
+    from kubernetes import client
+
+    found: dict[str, list] = defaultdict(list)
+    for job in client.BatchV1Api(kube_api).list_namespaced_job(ns).items:
+        owner = (job.metadata.labels or {}).get("carbonaware.io/job")
+        if owner:
+            found[owner].append(job)
+    return found
+
+
+def finish_pod(kube_api, ns: str, job_name: str, exit_code: int, message: str) -> bool:
+    """Play the kubelet (off_node keeps real kubelets away): report the pod terminated.
+
+    False when the Job controller has not created the pod yet.
+    """
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_api)
+    pods = core.list_namespaced_pod(
+        ns, label_selector=f"batch.kubernetes.io/job-name={job_name}"
+    ).items
+    if not pods:
+        return False
+    pod = pods[0]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    container = pod.spec.containers[0]
+    core.patch_namespaced_pod_status(
+        pod.metadata.name,
+        ns,
+        {
+            "status": {
+                "phase": "Succeeded" if exit_code == 0 else "Failed",
+                "containerStatuses": [
+                    {
+                        "name": container.name,
+                        "image": container.image,
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {
+                            "terminated": {
+                                "exitCode": exit_code,
+                                "reason": "Completed" if exit_code == 0 else "Error",
+                                "message": message,
+                                "startedAt": now,
+                                "finishedAt": now,
+                            }
+                        },
+                    }
+                ],
+            }
+        },
+    )
+    return True
 
 
 def release(kube_api, namespace: str) -> None:

@@ -65,6 +65,23 @@ def test_repeated_reading_replaces_and_forecast_keeps_only_what_is_ahead():
     assert [r.timestamp for r in log.forecast] == [T0 + timedelta(hours=h) for h in (3, 4)]
 
 
+def test_absorb_merges_two_copies_without_losing_either_writers_readings():
+    # Ours: read at version N, then polled twice. Theirs: version N plus a foreign reading.
+    ours = IntensityLog({"zone": "GB", "status": "Running"})
+    ours.extend([reading(0, 300), reading(60, 290, provider="ours"), reading(120, 280)])
+    theirs = IntensityLog({"zone": "GB", "status": "Waiting", "note": "by hand"})
+    theirs.extend([reading(0, 300), reading(60, 999, provider="theirs"), reading(30, 310)])
+    theirs.set_forecast([reading(3600, 50, forecast=True)])
+    ours.absorb(theirs)
+    assert [(r.timestamp - T0).seconds for r in ours.readings] == [0, 30, 60, 120]
+    assert ours.readings[2].provider == "ours"  # a timestamp both hold: ours wins
+    assert ours.metadata == {"zone": "GB", "status": "Running", "note": "by hand"}
+    assert [r.intensity for r in ours.forecast] == [50]  # ours had none
+    again = IntensityLog.from_csv(ours.to_csv())
+    again.absorb(theirs)  # idempotent: absorbing the same copy twice changes nothing
+    assert again.to_csv() == ours.to_csv()
+
+
 def test_from_csv_rejects_a_bad_row_with_its_line():
     text = (
         "timestamp,zone,intensity,basis,forecast,estimated,provider\n"

@@ -119,6 +119,19 @@ class IntensityLog:
         for reading in readings:
             self.append(reading)
 
+    def absorb(self, other: IntensityLog) -> None:
+        """Take in what another copy of this log holds and this one lacks: actual readings at
+        timestamps not logged here, metadata keys not set here, and its forecast if this log
+        has none. What this log holds wins. Merges two writers' copies without losing either's
+        readings (used when the stored copy changed under the writer)."""
+        logged = set(self._stamps)
+        self.extend(r for r in other.readings if r.timestamp not in logged)
+        for key, value in other.metadata.items():
+            if key not in self._metadata:
+                self.set(key, value)
+        if not self._forecast:
+            self.set_forecast(other.forecast)
+
     def set_forecast(self, readings: Iterable[Reading]) -> None:
         """Replace the forecast with a newly issued one."""
         self._forecast = {r.timestamp: r for r in readings}

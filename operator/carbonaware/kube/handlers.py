@@ -9,6 +9,12 @@ Crash safety: the Job name is a function of the CarbonAwareJob's name and uid an
 created with create → 409 → adopt, so a restart at any point never makes a second Job; the
 intensity log lives in a ConfigMap, so readings survive restarts.
 
+Conflicts and outages: the log ConfigMap is the one write guarded by a resourceVersion; on
+409 the stored copy is merged into ours (no reading of either writer is lost) and written
+again. Status goes through kopf's merge patches, which carry no resourceVersion and cannot
+conflict. While the apiserver is unreachable a tick fails as a kopf TemporaryError (one log
+line, no traceback) and the timer retries it; kopf's watch streams reconnect on their own.
+
 Time base: a replayed trace runs on its own clock (trace time, anchored at the job's
 creation so a restart resumes where it was); every time in status then is trace time and
 ``status.clock`` says ``replay``. Otherwise it is wall time.
@@ -21,6 +27,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import kopf
+import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -64,6 +72,12 @@ if TYPE_CHECKING:  # pandas-backed: imported only when a job replays a trace
     from carbonaware.providers.replay import ReplayProvider
 
 MAX_BACKOFF = timedelta(minutes=10)
+# Writes of the log ConfigMap per tick when another writer keeps changing it; then the tick
+# fails (kopf retries it next interval) rather than end without the log written.
+LOG_WRITE_ATTEMPTS = 5
+# An apiserver that is down, restarting or overloaded answers these (or not at all).
+API_UNAVAILABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+LOGGER = logging.getLogger(__name__)
 
 
 # --- the Kubernetes API, synchronous (kopf runs sync handlers in worker threads) ----------
@@ -105,17 +119,15 @@ class KubeApi:
             raise
 
     def write_configmap(self, body: dict[str, Any], resource_version: str | None) -> str:
-        """Create (no version) or replace (at that version: 409 on a lost update)."""
+        """Create (no version) or replace at that version; its new resourceVersion.
+
+        HTTP 409 (ApiException) when someone else wrote first: it exists already, or it
+        changed since that version. The caller merges and tries again.
+        """
         meta = body["metadata"]
         if resource_version is None:
-            try:
-                created = self.core.create_namespaced_config_map(meta["namespace"], body)
-                return created.metadata.resource_version
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                existing = self.core.read_namespaced_config_map(meta["name"], meta["namespace"])
-                resource_version = existing.metadata.resource_version
+            created = self.core.create_namespaced_config_map(meta["namespace"], body)
+            return created.metadata.resource_version
         body = {**body, "metadata": {**meta, "resourceVersion": resource_version}}
         replaced = self.core.replace_namespaced_config_map(meta["name"], meta["namespace"], body)
         return replaced.metadata.resource_version
@@ -492,24 +504,55 @@ class Tick:
         return self.mem.log
 
     def _save_log(self, log: IntensityLog, plot: bytes | None = None) -> None:
+        """Write the log ConfigMap if it changed, at the version last read or written."""
         spec = self.mem.spec
         if spec is not None:
             log.update(_log_metadata(spec, self.desired))
-        text = log.to_csv()
-        if text == self.mem.log_written and plot is None:
-            return
-        body = builders.build_log_configmap(
-            name=self.name, namespace=self.namespace, uid=self.uid, csv_text=text, plot_png=plot
+        for _ in range(LOG_WRITE_ATTEMPTS):
+            text = log.to_csv()
+            if text == self.mem.log_written and plot is None:
+                return
+            body = builders.build_log_configmap(
+                name=self.name,
+                namespace=self.namespace,
+                uid=self.uid,
+                csv_text=text,
+                plot_png=plot,
+            )
+            try:
+                self.mem.log_version = self.rt.kube.write_configmap(body, self.mem.log_version)
+                self.mem.log_written = text
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            # Someone else wrote it since (a person, a second replica): merge, write again.
+            self._merge_stored_log(log)
+        raise kopf.TemporaryError(
+            f"the log ConfigMap changed under each of {LOG_WRITE_ATTEMPTS} writes; retrying",
+            delay=self.rt.settings.poll_floor.total_seconds(),
         )
-        try:
-            self.mem.log_version = self.rt.kube.write_configmap(body, self.mem.log_version)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            # Someone else wrote it: take theirs on the next tick (our readings are re-polled).
-            self.mem.log = None
+
+    def _merge_stored_log(self, log: IntensityLog) -> None:
+        """Take the stored copy's version, and into ``log`` its readings that ours lacks."""
+        name = builders.log_configmap_name(self.name)
+        stored = self.rt.kube.read_configmap(self.namespace, name)
+        if stored is None:  # deleted meanwhile: create it again
+            self.mem.log_version, self.mem.log_written = None, ""
             return
+        text = (stored.get("data") or {}).get(builders.LOG_CSV_KEY) or ""
+        self.mem.log_version = stored["metadata"]["resourceVersion"]
         self.mem.log_written = text
+        before = len(log.readings)
+        if text:
+            try:
+                log.absorb(IntensityLog.from_csv(text, budget_bytes=log.budget_bytes))
+            except ValueError as exc:  # damaged by hand: ours replaces it
+                LOGGER.warning(f"log ConfigMap {self.namespace}/{name} unreadable: {exc}")
+        LOGGER.info(
+            f"log ConfigMap {self.namespace}/{name} changed since we read it (HTTP 409): "
+            f"merged {len(log.readings) - before} reading(s) from the stored copy, writing again"
+        )
 
     # -- polling the provider ---------------------------------------------------------------------
     def _poll(
@@ -890,6 +933,17 @@ def _decision_status(decision: Decision) -> dict[str, Any]:
     return status
 
 
+def _api_unavailable(exc: Exception) -> str | None:
+    """Why the apiserver could not answer (down, restarting, overloaded), else None."""
+    if isinstance(exc, urllib3.exceptions.MaxRetryError):
+        return f"{exc.url}: {exc.reason}"
+    if isinstance(exc, urllib3.exceptions.HTTPError):  # refused, reset, timed out
+        return str(exc)
+    if isinstance(exc, ApiException) and exc.status in API_UNAVAILABLE_STATUSES:
+        return f"HTTP {exc.status} {exc.reason}"
+    return None
+
+
 def _api_reason(exc: ApiException) -> str:
     try:
         return json.loads(exc.body).get("message") or str(exc.reason)
@@ -934,7 +988,17 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         memory = memo.get("job")
         if memory is None:
             memory = memo["job"] = JobMemory()
-        status_patch = Tick(runtime, memory, body, logger).run()
+        try:
+            status_patch = Tick(runtime, memory, body, logger).run()
+        except Exception as exc:
+            # The tick may have created the Job before it failed: look again next time.
+            memory.adoption_checked = False
+            why = _api_unavailable(exc)
+            if why is None:
+                raise
+            raise kopf.TemporaryError(
+                f"the Kubernetes API is unavailable ({why}); retrying", delay=interval
+            ) from None
         for key, value in (status_patch or {}).items():
             patch.status[key] = value
 
