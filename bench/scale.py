@@ -109,7 +109,7 @@ def main() -> None:
     direct_ns = ns + "-direct"
     for name in (ns, direct_ns):
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    server = FaultServer().start()
+    server = FaultServer(hourly_stamps=True).start()
     for zone in ZONES:
         server.set(zone, mode="ok", intensity=300)
     log = Path(tempfile.mkdtemp(prefix="bench-scale-")) / "operator.log"
@@ -180,7 +180,9 @@ def main() -> None:
             time.sleep(2)
         print(f"all {args.jobs} waiting {time.monotonic() - started:.1f} s after start")
 
-        # Steady state: provider requests and apiserver load while everything waits.
+        # Steady state: provider requests and apiserver load while everything waits. Two
+        # intervals first: jobs admitted last still fetch their history (one per zone).
+        time.sleep(2 * args.poll)
         requests_a = {z: server.count(z) for z in ZONES}
         busy_a = apiserver_requests(api)
         time.sleep(args.window)

@@ -55,6 +55,9 @@ class FaultServer:
     intensity: dict[str, float] = field(default_factory=dict)  # zone -> gCO2eq/kWh
     modes: dict[str, str] = field(default_factory=dict)  # zone -> mode (default "ok")
     retry_after_s: int = 2
+    # Stamp readings at the start of the hour, as Electricity Maps' hourly data is (its value
+    # is updated in place): repeated polls then return the same reading, not a new one.
+    hourly_stamps: bool = False
     requests: Counter = field(default_factory=Counter)  # (zone, kind) -> count
     arrivals: list = field(default_factory=list)  # (monotonic time, zone, kind)
     tokens_seen: set = field(default_factory=set)
@@ -125,6 +128,8 @@ class FaultServer:
         if kind == "forecast":
             return _json({"error": "forecast not in plan"}, 403)
         now = datetime.now(UTC).replace(microsecond=0)
+        if self.hourly_stamps:
+            now = now.replace(minute=0, second=0)
         if mode == "stale":
             now -= timedelta(days=2)
         if kind == "history":

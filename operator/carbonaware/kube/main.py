@@ -92,11 +92,16 @@ def ensure_peering(name: str, logger: Any) -> None:
         logger.warning(f"cannot create the peering object {name!r}: HTTP {exc.status}")
 
 
-def _load_kube_config() -> None:
+def _load_kube_config(workers: int) -> None:
     try:
         kube_config.load_incluster_config()
     except kube_config.ConfigException:
         kube_config.load_kube_config()
+    # One pooled connection per handler thread: with the client's default (5 per CPU) the
+    # threads kept opening TLS connections and discarding them ("Connection pool is full").
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = max(workers, configuration.connection_pool_maxsize)
+    client.Configuration.set_default(configuration)
 
 
 def run() -> None:
@@ -104,7 +109,7 @@ def run() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = load_settings()
-        _load_kube_config()
+        _load_kube_config(settings.workers)
     except (SettingsError, kube_config.ConfigException) as exc:
         print(f"carbonaware-operator: error: {exc}", file=sys.stderr)
         sys.exit(2)
