@@ -2,8 +2,9 @@
 
 - :class:`FaultServer` is a real HTTP server on loopback (pytest-httpserver / werkzeug,
   threaded so a hanging answer does not block the others) speaking the Electricity Maps v3
-  shape (``/v3/carbon-intensity/latest|history|forecast?zone=``). Each zone has a mode that a
-  test switches at any time: ``ok``, ``hang`` (answers after the client's timeout), ``error500``,
+  shape (``/v3/carbon-intensity/latest|history|past-range|forecast?zone=``). Each zone has a
+  mode that a test switches at any time: ``ok``, ``hang`` (answers after the client's
+  timeout), ``error500``,
   ``ratelimit`` (429 with ``Retry-After``), ``malformed`` (not JSON), ``empty`` (no history, a
   null latest value), ``gone`` (404 "zone not found"), ``stale`` (readings two days old),
   ``leaky`` (401 and 500 whose bodies echo the caller's token back, as careless APIs do).
@@ -61,7 +62,7 @@ class FaultServer:
 
     def start(self) -> FaultServer:
         self._server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-        for kind in ("latest", "history", "forecast"):
+        for kind in ("latest", "history", "past-range", "forecast"):
             self._server.expect_request(f"/v3/carbon-intensity/{kind}").respond_with_handler(
                 lambda request, kind=kind: self._answer(kind, request)
             )
@@ -125,11 +126,12 @@ class FaultServer:
         now = datetime.now(UTC).replace(microsecond=0)
         if mode == "stale":
             now -= timedelta(days=2)
-        if kind == "history":
+        if kind in ("history", "past-range"):  # the last day, or the week the operator asks
+            key, hours = ("history", 24) if kind == "history" else ("data", 8 * 24)
             if mode == "empty":
-                return _json({"zone": zone, "history": []})
-            points = [_point(zone, now - timedelta(hours=h), value) for h in range(24, 0, -1)]
-            return _json({"zone": zone, "history": points})
+                return _json({"zone": zone, key: []})
+            points = [_point(zone, now - timedelta(hours=h), value) for h in range(hours, 0, -1)]
+            return _json({"zone": zone, key: points})
         point = _point(zone, now, None if mode == "empty" else value)
         return _json(point)
 

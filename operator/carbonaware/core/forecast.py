@@ -154,6 +154,9 @@ def _in_force(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarr
 PROFILE_DAYS = 7
 PROFILE_RECENT_WEIGHT = 0.3
 PROFILE_TAU = timedelta(hours=24)
+# What the forecaster wants at submission: the profile's days plus the day before the first
+# of them (today's deviation from the profile); the operator and carbonctl ask providers for it.
+FORECASTER_HISTORY = timedelta(days=PROFILE_DAYS + 1)
 
 
 @dataclass(frozen=True, slots=True)
