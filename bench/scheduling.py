@@ -4,7 +4,7 @@ Runs :mod:`carbonaware.core.backtest` (the engine behind ``carbonctl backtest``)
 arrivals over whole traces:
 
 - the 16 Electricity Maps zones, 2021 and 2022 (direct emission factors), with a perfect
-  forecast and with the project's own forecaster, holding the 8 days of history the operator
+  forecast and with the project's own forecaster, holding the 15 days of history the operator
   and ``carbonctl run`` ask the provider for at submission (``-own``, the product as it ships)
   or only the 24 h of a provider's basic history call (``-own-day``, what the product held
   before it asked for more), and, for comparison, committing to the start picked at arrival
@@ -81,7 +81,7 @@ def run_trace(path: Path) -> dict:
     trace = load_trace(path)
     series = bt.regular_series(trace.series, trace.forecast)
     has_real = series.forecast is not None and not np.isnan(series.forecast).all()
-    own = bt.own_forecast(series)  # what the product holds: 8 days at submission, then its log
+    own = bt.own_forecast(series)  # what the product holds: 15 days at submission, then its log
     day = bt.own_forecast(series, bt.DAY_HISTORY, label="own-day")
     perfect = bt.perfect_forecast(series)
     # the file's zone and year: the export's Zone Id can differ (the DE-LU files say DE)
@@ -129,7 +129,7 @@ def run_trace(path: Path) -> dict:
                         "baseline": r.baseline_intensity,
                     }
                 )
-    errors = bt.own_forecast_errors(series, ERROR_LEADS_H)  # holding a week or more
+    errors = bt.own_forecast_errors(series, ERROR_LEADS_H)  # holding all of the past
     if has_real:
         errors.append(bt.forecast_error("real day-ahead", series.actual, series.forecast))
     return {"label": label, "rows": rows, "errors": [e.as_dict() for e in errors]}
@@ -341,7 +341,7 @@ def goals(em_rows: list[dict], all_rows: list[dict]) -> list[str]:
         f"- forecast, perfect forecast, ≥ 95 % of the non-interruptible oracle: mean "
         f"{pct(mean(perfect))} %, min {pct(min(perfect))} % over {len(perfect)} runs — "
         f"{verdict(min(perfect) >= 0.95)}",
-        f"- forecast-own (own forecaster, the 8 days of history the product asks for at "
+        f"- forecast-own (own forecaster, the 15 days of history the product asks for at "
         f"submission), ≥ 80 % averaged over zones (Electricity Maps, both years, all 9 job "
         f"shapes): {pct(own['forecast-own'])} % — {verdict(own['forecast-own'] >= 0.80)}",
         f"- forecast-own-day (holding only a provider's basic 24 h at submission), the same "

@@ -145,11 +145,11 @@ def test_threshold_starts_where_the_policy_module_decides():
 @pytest.mark.parametrize("history", [bt.PROVIDER_HISTORY, bt.DAY_HISTORY, None])
 def test_forecast_own_replays_decide_poll_by_poll(history):
     """The backtest's forecast-own is what the operator does: at every hourly poll, decide()
-    on the readings it holds (the provider's last 8 days at submission, or only 24 h, plus
+    on the readings it holds (the provider's last 15 days at submission, or only 24 h, plus
     every reading logged since; or the whole past), no provider forecast; start when it says
     run."""
     rng = np.random.default_rng(5)
-    hours = np.arange(24 * 14)
+    hours = np.arange(24 * 20)
     values = 300 + 100 * np.sin(hours * 2 * np.pi / 24) + rng.normal(0, 40, hours.size)
     series = regular(values)
     job = bt.JobShape(3, 20)

@@ -336,7 +336,7 @@ def _new_log(source: Source, settings: PolicySettings) -> IntensityLog:
 
 
 def _history(source: Source) -> list[Reading]:
-    """The week before submission, to seed our own forecaster; none is fine."""
+    """The two weeks before submission, to seed our own forecaster; none is fine."""
     try:
         history = source.provider.history(source.zone, FORECASTER_HISTORY)
         return [r for r in history if not r.forecast]

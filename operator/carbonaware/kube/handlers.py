@@ -470,7 +470,7 @@ class Tick:
         poll = max(spec.poll_interval, self.rt.settings.poll_floor)
         try:
             if not log.readings:
-                # The past week seeds the plot and the policy's own forecaster: nice to have,
+                # The past two weeks seed the plot and the policy's own forecaster: nice to have,
                 # so a provider without history still gets its latest reading used.
                 with contextlib.suppress(ProviderError):
                     history = cache.history(source.provider, spec.zone, FORECASTER_HISTORY)
