@@ -34,6 +34,7 @@ from werkzeug import Request, Response
 
 MODES = ("ok", "hang", "error500", "ratelimit", "malformed", "empty", "gone", "stale", "leaky")
 HANG_SECONDS = 12.0  # longer than the Electricity Maps client's 10 s timeout
+HOUR = timedelta(hours=1)
 OPERATOR = Path(sys.executable).parent / "carbonaware-operator"
 
 
@@ -126,14 +127,30 @@ class FaultServer:
         now = datetime.now(UTC).replace(microsecond=0)
         if mode == "stale":
             now -= timedelta(days=2)
-        if kind in ("history", "past-range"):  # the last day, or the week the operator asks
-            key, hours = ("history", 24) if kind == "history" else ("data", 8 * 24)
+        if kind in ("history", "past-range"):  # the last day, or the range asked for
+            key, (start, end) = (
+                ("history", (now - timedelta(hours=24), now))
+                if kind == "history"
+                else ("data", _range_asked(request, now))
+            )
             if mode == "empty":
                 return _json({"zone": zone, key: []})
-            points = [_point(zone, now - timedelta(hours=h), value) for h in range(hours, 0, -1)]
+            hours = range(int((now - start) / HOUR), int((now - min(end, now)) / HOUR), -1)
+            points = [_point(zone, now - h * HOUR, value) for h in hours]
             return _json({"zone": zone, key: points})
         point = _point(zone, now, None if mode == "empty" else value)
         return _json(point)
+
+
+def _range_asked(request: Request, now: datetime) -> tuple[datetime, datetime]:
+    """A past-range request's ``start`` and ``end`` (the last day if unreadable)."""
+    try:
+        start, end = (
+            datetime.fromisoformat(request.args[k].replace("Z", "+00:00")) for k in ("start", "end")
+        )
+    except (KeyError, ValueError):
+        return now - timedelta(hours=24), now
+    return start, end
 
 
 def _point(zone: str, ts: datetime, value: float | None) -> dict:
