@@ -447,6 +447,7 @@ def test_provider_outage_marks_data_stale_and_still_starts_at_the_deadline(
     ns = operator.namespace
     httpserver.expect_request("/v3/carbon-intensity/latest").respond_with_data("down", 503)
     httpserver.expect_request("/v3/carbon-intensity/history").respond_with_data("down", 503)
+    httpserver.expect_request("/v3/carbon-intensity/past-range").respond_with_data("down", 503)
     client.CoreV1Api(kube_api).create_namespaced_secret(
         ns,
         client.V1Secret(
@@ -499,6 +500,7 @@ def test_falls_back_along_the_chain_and_says_so(operator: Operator, kube_api, ht
     ns = operator.namespace
     httpserver.expect_request("/v3/carbon-intensity/latest").respond_with_data("down", 503)
     httpserver.expect_request("/v3/carbon-intensity/history").respond_with_data("down", 503)
+    httpserver.expect_request("/v3/carbon-intensity/past-range").respond_with_data("down", 503)
     client.CoreV1Api(kube_api).create_namespaced_secret(
         ns,
         client.V1Secret(metadata=client.V1ObjectMeta(name="em2"), string_data={"token": "t"}),

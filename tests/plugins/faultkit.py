@@ -2,8 +2,9 @@
 
 - :class:`FaultServer` is a real HTTP server on loopback (pytest-httpserver / werkzeug,
   threaded so a hanging answer does not block the others) speaking the Electricity Maps v3
-  shape (``/v3/carbon-intensity/latest|history|forecast?zone=``). Each zone has a mode that a
-  test switches at any time: ``ok``, ``hang`` (answers after the client's timeout), ``error500``,
+  shape (``/v3/carbon-intensity/latest|history|past-range|forecast?zone=``). Each zone has a
+  mode that a test switches at any time: ``ok``, ``hang`` (answers after the client's
+  timeout), ``error500``,
   ``ratelimit`` (429 with ``Retry-After``), ``malformed`` (not JSON), ``empty`` (no history, a
   null latest value), ``gone`` (404 "zone not found"), ``stale`` (readings two days old),
   ``leaky`` (401 and 500 whose bodies echo the caller's token back, as careless APIs do).
@@ -35,6 +36,7 @@ from werkzeug import Request, Response
 
 MODES = ("ok", "hang", "error500", "ratelimit", "malformed", "empty", "gone", "stale", "leaky")
 HANG_SECONDS = 12.0  # longer than the Electricity Maps client's 10 s timeout
+HOUR = timedelta(hours=1)
 OPERATOR = Path(sys.executable).parent / "carbonaware-operator"
 
 
@@ -66,7 +68,7 @@ class FaultServer:
 
     def start(self) -> FaultServer:
         self._server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-        for kind in ("latest", "history", "forecast"):
+        for kind in ("latest", "history", "past-range", "forecast"):
             self._server.expect_request(f"/v3/carbon-intensity/{kind}").respond_with_handler(
                 lambda request, kind=kind: self._answer(kind, request)
             )
@@ -132,13 +134,30 @@ class FaultServer:
             now = now.replace(minute=0, second=0)
         if mode == "stale":
             now -= timedelta(days=2)
-        if kind == "history":
+        if kind in ("history", "past-range"):  # the last day, or the range asked for
+            key, (start, end) = (
+                ("history", (now - timedelta(hours=24), now))
+                if kind == "history"
+                else ("data", _range_asked(request, now))
+            )
             if mode == "empty":
-                return _json({"zone": zone, "history": []})
-            points = [_point(zone, now - timedelta(hours=h), value) for h in range(24, 0, -1)]
-            return _json({"zone": zone, "history": points})
+                return _json({"zone": zone, key: []})
+            hours = range(int((now - start) / HOUR), int((now - min(end, now)) / HOUR), -1)
+            points = [_point(zone, now - h * HOUR, value) for h in hours]
+            return _json({"zone": zone, key: points})
         point = _point(zone, now, None if mode == "empty" else value)
         return _json(point)
+
+
+def _range_asked(request: Request, now: datetime) -> tuple[datetime, datetime]:
+    """A past-range request's ``start`` and ``end`` (the last day if unreadable)."""
+    try:
+        start, end = (
+            datetime.fromisoformat(request.args[k].replace("Z", "+00:00")) for k in ("start", "end")
+        )
+    except (KeyError, ValueError):
+        return now - timedelta(hours=24), now
+    return start, end
 
 
 def _point(zone: str, ts: datetime, value: float | None) -> dict:

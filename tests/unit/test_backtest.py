@@ -142,13 +142,14 @@ def test_threshold_starts_where_the_policy_module_decides():
         assert start - a == delay
 
 
-@pytest.mark.parametrize("history", [bt.PROVIDER_HISTORY, None])
+@pytest.mark.parametrize("history", [bt.PROVIDER_HISTORY, bt.DAY_HISTORY, None])
 def test_forecast_own_replays_decide_poll_by_poll(history):
     """The backtest's forecast-own is what the operator does: at every hourly poll, decide()
-    on the readings it holds (the provider's last 24 h at submission plus every reading
-    logged since; or the whole past), no provider forecast; start when it says run."""
+    on the readings it holds (the provider's last 15 days at submission, or only 24 h, plus
+    every reading logged since; or the whole past), no provider forecast; start when it says
+    run."""
     rng = np.random.default_rng(5)
-    hours = np.arange(24 * 10)
+    hours = np.arange(24 * 20)
     values = 300 + 100 * np.sin(hours * 2 * np.pi / 24) + rng.normal(0, 40, hours.size)
     series = regular(values)
     job = bt.JobShape(3, 20)
@@ -159,7 +160,8 @@ def test_forecast_own_replays_decide_poll_by_poll(history):
     settings = PolicySettings(Strategy.FORECAST, 0, timedelta(hours=20), timedelta(hours=3))
     waited = []
     for a in arrivals:
-        first = 0 if history is None else max(0, a - 23)  # 24 readings up to the arrival
+        held = a + 1 if history is None else round(history / timedelta(hours=1))
+        first = max(0, a - held + 1)  # the readings handed over, up to the arrival
         submitted = t0 + timedelta(hours=int(a))
         for s in range(a, a + job.max_delay_steps + 1):
             now = t0 + timedelta(hours=s, minutes=5)  # a poll just after the hour's reading

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 from carbonaware.providers.base import (
@@ -203,3 +205,38 @@ def test_chain_forecast_falls_through_a_provider_without_one(httpserver, em, tra
     assert status.answered_by == "replay" and isinstance(status.failures[0], NoForecastError)
     with pytest.raises(NoForecastError):  # every provider lacks one: still "no forecast"
         FallbackChain([em]).forecast("GB")
+
+
+def test_a_week_of_history_is_one_request_for_all_jobs_and_apart_from_a_day(httpserver, em):
+    def points(key: str):
+        def handle(request):
+            time.sleep(0.2)  # slow enough for the callers to overlap
+            body = {"zone": request.args["zone"], key: [json.loads(answer(90.0)(request).data)]}
+            return Response(json.dumps(body), content_type="application/json")
+
+        return handle
+
+    httpserver.expect_request("/v3/carbon-intensity/past-range").respond_with_handler(
+        points("data")
+    )
+    httpserver.expect_request("/v3/carbon-intensity/history").respond_with_handler(
+        points("history")
+    )
+    cache = ProviderCache(ttl_seconds=300)
+    week = timedelta(days=8)
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        weeks = list(pool.map(lambda _: cache.history(em, "GB", week), range(200)))
+    assert requests_to(httpserver, "/v3/carbon-intensity/past-range") == 1  # single flight
+    assert all(len(w) == 1 and w[0].intensity == 90.0 for w in weeks)
+    cache.history(em, "GB")  # a day is another entry: not served from the week's
+    assert requests_to(httpserver, "/v3/carbon-intensity/history") == 1
+    cache.history(em, "GB", week)
+    assert requests_to(httpserver, "/v3/carbon-intensity/past-range") == 1
+
+
+def test_the_chain_passes_the_span_on(httpserver, em):
+    httpserver.expect_request("/v3/carbon-intensity/past-range").respond_with_data("down", 503)
+    chain = FallbackChain([em, StaticProvider(55.0)])
+    week = chain.history("GB", timedelta(days=8))
+    assert len(week) == 192 and {r.provider for r in week} == {"static"}
+    assert chain.status("GB", "history").fell_back

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 from carbonaware.core import backtest as bt
 from carbonaware.core.forecast import (
+    PROFILE_RECENT_WEIGHT,
+    PROFILE_WEEKLY_WEIGHT,
+    ProfileSettings,
     profile_forecast,
     profile_forecast_rows,
     seasonal_naive_forecast,
@@ -93,8 +96,32 @@ def test_profile_forecast_starts_from_todays_level_and_decays_to_the_profile():
     assert 100 < deviation[0] < 150  # one hour ahead: most of today's excess
     assert np.all(np.diff(deviation[:23]) < 0)  # fading away with the lead time
     assert deviation[22] == pytest.approx(150 * np.exp(-23 / 24), rel=0.01)
-    # 24 h ahead, today's own reading is the latest of the 7 same-hour values averaged
-    assert deviation[23] == pytest.approx(150 * np.exp(-1) + 150 * (0.3 + 0.7 / 7), rel=0.01)
+    # 24 h ahead, today's own reading is the latest of the 8 same-hour values held (today
+    # and the 7 days before), that profile blended with the same hour a week before (normal)
+    daily = PROFILE_RECENT_WEIGHT + (1 - PROFILE_RECENT_WEIGHT) / 8
+    expected = 150 * np.exp(-1) + (1 - PROFILE_WEEKLY_WEIGHT) * 150 * daily
+    assert deviation[23] == pytest.approx(expected, rel=1e-6)
+
+
+def test_profile_forecast_follows_the_weekly_cycle_where_it_holds_a_week():
+    # two weeks of a cycle whose weekends (days 5, 6 and 12, 13) run 100 g/kWh lower
+    values = [cycle(h) - 100 * ((h // 24) % 7 >= 5) for h in range(24 * 14)] + [cycle(0)]
+    now = T0 + (len(values) - 1) * HOUR  # the start of day 14, a weekday
+    week_ahead = profile_forecast(readings_of(values), now, timedelta(hours=24 * 7))
+    ahead = np.array([r.intensity for r in week_ahead])
+    origin = np.array([len(values) - 1])
+    daily_only = profile_forecast_rows(
+        np.array(values), origin, 24 * 7 + 1, None, ProfileSettings(weekly_weight=0.0)
+    )[0, 1:]
+    tuesday, saturday = 24 * 1 + 11, 24 * 5 + 11  # 12:00 on days 15 and 19
+    gap = ahead[tuesday] - ahead[saturday]
+    gap_daily_only = daily_only[tuesday] - daily_only[saturday]
+    # the weekend is forecast lower than a weekday, a quarter of the 100 more than without
+    assert gap > 0
+    assert gap - gap_daily_only > 0.5 * PROFILE_WEEKLY_WEIGHT * 100
+    # held only a day: no weekly term, and no error
+    short = profile_forecast(readings_of(values[-25:], now - 24 * HOUR), now, 48 * HOUR)
+    assert len(short) == 48
 
 
 def test_profile_forecast_with_one_reading_is_persistence_and_needs_a_reading():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import timedelta
 
 import pandas as pd
 import pytest
@@ -246,3 +247,40 @@ def test_token_never_reaches_the_logs(httpserver, em, gb, caplog):
     assert "-> HTTP 401" in caplog.text  # the failure is logged ...
     assert TOKEN not in caplog.text  # ... the token is not
     assert TOKEN not in repr(em)
+
+
+def past_range_from(gb: pd.Series, requests: list[dict]):
+    """A past-range handler serving the real trace for ``[start, end]`` (both ends included,
+    so consecutive pages share an hour), recording each request's query."""
+
+    def handle(request):
+        args = dict(request.args)
+        requests.append(args)
+        start, end = pd.Timestamp(args["start"]), pd.Timestamp(args["end"])
+        points = [point("GB", t, v) for t, v in gb[start:end].items()]
+        return Response(
+            json.dumps({"zone": "GB", "data": points}), 200, {"Content-Type": "application/json"}
+        )
+
+    return handle
+
+
+@pytest.mark.parametrize("days, pages", [(8, 1), (12, 2), (25, 3)])
+def test_a_longer_history_pages_past_range_within_its_10_day_cap(httpserver, gb, days, pages):
+    requests: list[dict] = []
+    httpserver.expect_request(
+        "/v3/carbon-intensity/past-range", headers={"auth-token": TOKEN}
+    ).respond_with_handler(past_range_from(gb, requests))
+    em = ElectricityMapsProvider(
+        TOKEN, base_url=httpserver.url_for("/"), timeout=2, clock=NOW.timestamp
+    )
+    history = em.history("GB", timedelta(days=days))
+    assert len(requests) == pages
+    spans = [pd.Timestamp(q["end"]) - pd.Timestamp(q["start"]) for q in requests]
+    assert all(span <= pd.Timedelta(hours=240) for span in spans)
+    assert pd.Timestamp(requests[0]["start"]) == NOW - pd.Timedelta(days=days)
+    assert pd.Timestamp(requests[-1]["end"]) == NOW
+    assert all(q["zone"] == "GB" and q["emissionFactorType"] == "direct" for q in requests)
+    expected = gb[NOW - pd.Timedelta(days=days) : NOW]
+    assert [r.timestamp for r in history] == [t.to_pydatetime() for t in expected.index]
+    assert [r.intensity for r in history] == pytest.approx(list(expected))  # no hour twice

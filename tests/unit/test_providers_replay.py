@@ -85,6 +85,18 @@ def test_history_is_the_last_24_trace_hours(gb_path, gb):
     )
 
 
+def test_history_for_a_longer_span_is_that_many_trace_hours(gb_path, gb):
+    replay = ReplayProvider(gb_path, speed=3600, start="10d", clock=FakeClock())
+    week = replay.history("GB", timedelta(days=8))
+    assert len(week) == 8 * 24
+    assert week[0].timestamp == utc(2022, 1, 3, 1) and week[-1].timestamp == utc(2022, 1, 11)
+    assert [r.intensity for r in week] == pytest.approx(
+        list(gb.series[utc(2022, 1, 3, 1) : utc(2022, 1, 11)])
+    )
+    early = ReplayProvider(gb_path, speed=3600, start="36h", clock=FakeClock())
+    assert len(early.history("GB", timedelta(days=8))) == 37  # the trace starts 36 h back
+
+
 def test_forecast_is_the_next_48_hours_of_the_trace(gb_path, gb):
     replay = ReplayProvider(gb_path, speed=3600, start="10h", clock=FakeClock())
     forecast = replay.forecast("GB")
@@ -148,5 +160,8 @@ def test_static_provider_is_constant_now_past_and_future():
     assert forecast[0].timestamp == latest.timestamp + timedelta(hours=1)
     history = static.history("XX")
     assert len(history) == 24 and history[-1].timestamp == latest.timestamp
+    week = static.history("XX", timedelta(days=8))
+    assert len(week) == 192 and week[-1].timestamp == latest.timestamp
+    assert week[0].timestamp == latest.timestamp - timedelta(hours=191)
     with pytest.raises(ConfigError):
         StaticProvider(-1)

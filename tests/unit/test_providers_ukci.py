@@ -3,8 +3,10 @@ GB trace (lets-wait-awhile gb_ci.csv) in the API's documented shapes."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -163,3 +165,52 @@ def test_timeout(httpserver, gb):
     with pytest.raises(ProviderUnavailableError, match=r"ukci zone 'GB': no answer within 0\.2s"):
         provider.latest("GB")
     time.sleep(0.5)
+
+
+def range_from(gb: pd.Series, requests: list[str]):
+    """A ``{from}/{to}`` handler, national or regional, serving the real trace for
+    ``[from, to]`` (both ends, so consecutive pages share a half hour); records each path."""
+
+    def handle(request):
+        requests.append(request.path)
+        start, end = bounds(request.path)
+        if request.path.startswith(
+            "/regional"
+        ):  # regional figures are forecasts; one region object
+            body = {"data": region(13, [period(t, v, ...) for t, v in gb[start:end].items()])}
+        else:
+            body = {"data": [period(t, v + 10, v) for t, v in gb[start:end].items()]}
+        return Response(json.dumps(body), 200, content_type="application/json")
+
+    return handle
+
+
+def bounds(path: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The ``{from}`` and ``{to}`` of a range path, national or regional."""
+    parts = path.split("/")
+    at = parts.index("intensity")
+    return pd.Timestamp(parts[at + 1]), pd.Timestamp(parts[at + 2])
+
+
+@pytest.mark.parametrize("zone, days, pages", [("GB", 8, 1), ("GB", 20, 2), ("GB-13", 30, 3)])
+def test_a_longer_history_pages_the_range_within_its_14_day_cap(
+    httpserver, ukci, gb, zone, days, pages
+):
+    requests: list[str] = []
+    prefix = "/intensity/" if zone == "GB" else "/regional/intensity/"
+    handler = range_from(gb, requests)
+    httpserver.expect_request(re.compile("^" + prefix)).respond_with_handler(handler)
+    history = ukci.history(zone, timedelta(days=days))
+    assert len(requests) == pages
+    spans = [bounds(path) for path in requests]
+    assert all(end - start <= pd.Timedelta(days=14) for start, end in spans)
+    now = pd.Timestamp(NOW)
+    assert spans[0][0] == now - pd.Timedelta(days=days) and spans[-1][1] == now
+    if zone == "GB-13":
+        assert requests[0].endswith("/regionid/13")
+    expected = gb[now - pd.Timedelta(days=days) : now]
+    assert [r.timestamp for r in history] == [t.to_pydatetime() for t in expected.index]
+    if zone == "GB":  # the measured actuals; no half hour twice
+        assert [r.intensity for r in history] == [round(v) for v in expected]
+    else:
+        assert all(r.estimated for r in history)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -165,3 +165,18 @@ def test_timeout(httpserver):
     with pytest.raises(ProviderUnavailableError, match=r"no answer within 0\.2s"):
         provider.latest("CAISO_NORTH")
     time.sleep(0.5)
+
+
+def test_a_week_of_history_asks_historical_for_that_span(httpserver, wt, moer):
+    login_ok(httpserver)
+    now = pd.Timestamp(NOW)
+    past_week = moer[now - pd.Timedelta(days=8) : now]
+    httpserver.expect_request(
+        "/v3/historical",
+        headers={"Authorization": "Bearer tok-1"},
+        query_string=historical_query("CAISO_NORTH", "2023-06-12T12:02:00Z"),
+    ).respond_with_json(body(past_week))
+    history = wt.history("CAISO_NORTH", timedelta(days=8))
+    assert len(history) == len(past_week) == 8 * 288  # 8 days of 5-min points
+    assert history[0].timestamp == past_week.index[0].to_pydatetime()
+    assert [r.intensity for r in history] == pytest.approx(list(past_week))

@@ -36,6 +36,7 @@ from carbonaware.cli.plot import plot_from_log
 from carbonaware.cli.provider_options import Source, build_source, provider_options
 from carbonaware.core.accounting import CarbonReport, account, energy_from, report_metadata
 from carbonaware.core.durations import format_duration, parse_duration
+from carbonaware.core.forecast import FORECASTER_HISTORY
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.model import Reading
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
@@ -335,9 +336,10 @@ def _new_log(source: Source, settings: PolicySettings) -> IntensityLog:
 
 
 def _history(source: Source) -> list[Reading]:
-    """Readings before submission, to seed our own forecaster; none is fine."""
+    """The two weeks before submission, to seed our own forecaster; none is fine."""
     try:
-        return [r for r in source.provider.history(source.zone) if not r.forecast]
+        history = source.provider.history(source.zone, FORECASTER_HISTORY)
+        return [r for r in history if not r.forecast]
     except ProviderError:
         return []
 

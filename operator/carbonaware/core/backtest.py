@@ -23,7 +23,7 @@ Policies (the decisions are the product's own pure functions):
   ``gaussian`` noise) or the project's own
   (:func:`~carbonaware.core.forecast.profile_forecast_rows`) issued at that step from the
   history the scheduler holds then: the
-  24 h the providers hand over at submission plus every reading logged while waiting
+  15 days the providers hand over at submission plus every reading logged while waiting
   (:class:`OwnForecast`). ``replan=False`` keeps the start picked at arrival instead (for
   comparison).
 - ``interruptible`` / ``interruptible-own``: at each step, run or pause with
@@ -48,7 +48,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from carbonaware.core.forecast import (
     DEFAULT_TAU,
-    PROFILE_DAYS,
+    FORECASTER_HISTORY,
     ProfileSettings,
     profile_forecast_rows,
     seasonal_naive_predict,
@@ -58,11 +58,13 @@ from carbonaware.core.interruptible import DEFAULT_HYSTERESIS, cleanest_steps, r
 NON_INTERRUPTIBLE_POLICIES = ("now", "threshold", "forecast", "forecast-own", "oracle")
 INTERRUPTIBLE_POLICIES = ("interruptible", "interruptible-own", "oracle-interruptible")
 POLICIES = NON_INTERRUPTIBLE_POLICIES + INTERRUPTIBLE_POLICIES
-# What the providers hand the scheduler when a job is submitted (Electricity Maps' history
-# endpoint, the replay provider): the last 24 h. More is logged while the job waits.
-PROVIDER_HISTORY = timedelta(hours=24)
-# Enough history for the own forecaster's full profile and today's deviation from it.
-WEEK_HISTORY = timedelta(days=PROFILE_DAYS + 1)
+# What the scheduler holds when a job is submitted: the operator and ``carbonctl run`` ask
+# the provider for FORECASTER_HISTORY (15 days: the forecaster's 14 plus the day before).
+# More is logged while the job waits.
+PROVIDER_HISTORY = FORECASTER_HISTORY
+# What a provider's basic history call gives (24 h): what the product held before it asked
+# for more, kept for comparison.
+DAY_HISTORY = timedelta(hours=24)
 
 
 class BacktestError(ValueError):
@@ -248,7 +250,7 @@ class OwnForecast:
     step from the values up to it.
 
     ``history_steps`` is how much history the scheduler holds when a job arrives (the
-    providers hand over the last 24 h); it grows by one step for every step the job waits,
+    providers hand over the last 15 days); it grows by one step for every step the job waits,
     as the operator logs each reading. None: the whole trace up to the step.
     """
 
@@ -305,7 +307,7 @@ def own_forecast_errors(
 ) -> list[ForecastError]:
     """Error at each lead time (hours) over the whole series of the own forecaster (label
     ``own``, holding ``history``: None for all of it) and of plain seasonal-naive (label
-    ``seasonal-naive``), both scored on the same targets: those a full week of history
+    ``seasonal-naive``), both scored on the same targets: those the profile's full history
     precedes, so neither is judged on its warm-up."""
     settings = _own_settings(series)
     steps = None if history is None else series.steps(history)

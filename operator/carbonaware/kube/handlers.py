@@ -42,6 +42,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from carbonaware.core import accounting
+from carbonaware.core.forecast import FORECASTER_HISTORY
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.interruptible import forecast_from_now, remaining_steps, should_run
 from carbonaware.core.model import Reading, utc
@@ -565,10 +566,10 @@ class Tick:
         poll = max(spec.poll_interval, self.rt.settings.poll_floor)
         try:
             if not log.readings:
-                # The past day seeds the plot and the policy's own forecaster: nice to have,
+                # The past two weeks seed the plot and the policy's own forecaster: nice to have,
                 # so a provider without history still gets its latest reading used.
                 with contextlib.suppress(ProviderError):
-                    history = cache.history(source.provider, spec.zone)
+                    history = cache.history(source.provider, spec.zone, FORECASTER_HISTORY)
                     log.extend(r for r in history if r.timestamp <= now)
             reading = cache.latest(source.provider, spec.zone)
             if spec.strategy == "forecast" or spec.interruptible:

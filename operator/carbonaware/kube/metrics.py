@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from carbonaware.core.model import Reading
 from carbonaware.kube.models import PHASES
-from carbonaware.providers.base import Provider, ProviderError
+from carbonaware.providers.base import DEFAULT_HISTORY, Provider, ProviderError
 
 INTENSITY = Gauge(
     "carbonaware_grid_intensity_grams_per_kwh",
@@ -105,11 +106,11 @@ class MeteredProvider:
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self.inner, attribute)
 
-    def _call(self, kind: str, zone: str) -> Any:
+    def _call(self, kind: str, zone: str, *args: Any) -> Any:
         REQUESTS.labels(provider=self.name, kind=kind).inc()
         started = time.perf_counter()
         try:
-            return getattr(self.inner, kind)(zone)
+            return getattr(self.inner, kind)(zone, *args)
         except ProviderError as exc:
             ERRORS.labels(provider=self.name, kind=kind, error=type(exc).__name__).inc()
             raise
@@ -122,5 +123,5 @@ class MeteredProvider:
     def forecast(self, zone: str) -> list[Reading]:
         return self._call("forecast", zone)
 
-    def history(self, zone: str) -> list[Reading]:
-        return self._call("history", zone)
+    def history(self, zone: str, span: timedelta = DEFAULT_HISTORY) -> list[Reading]:
+        return self._call("history", zone, span)

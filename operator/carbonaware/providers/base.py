@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
 from carbonaware.core.model import Reading
+
+# What ``history`` returns unless asked for more: the last day, every API's basic window.
+DEFAULT_HISTORY = timedelta(hours=24)
 
 
 class ProviderError(Exception):
@@ -67,6 +71,7 @@ class Provider(Protocol):
         """Readings predicted for the future (``forecast=True``); raises NoForecastError."""
         ...
 
-    def history(self, zone: str) -> list[Reading]:
-        """Recent past readings, oldest first (typically the last 24 h)."""
+    def history(self, zone: str, span: timedelta = DEFAULT_HISTORY) -> list[Reading]:
+        """Past readings from ``span`` before now up to now, oldest first (as far back as the
+        source reaches: a trace that starts later gives less)."""
         ...

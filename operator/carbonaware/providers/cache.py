@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from carbonaware.core.model import Reading
-from carbonaware.providers.base import Provider, ProviderError
+from carbonaware.providers.base import DEFAULT_HISTORY, Provider, ProviderError
 
 _PRUNE_ABOVE = 4096
 
@@ -66,8 +67,12 @@ class ProviderCache:
     def forecast(self, provider: Provider, zone: str) -> list[Reading]:
         return list(self._get(provider, zone, "forecast", lambda: provider.forecast(zone)))
 
-    def history(self, provider: Provider, zone: str) -> list[Reading]:
-        return list(self._get(provider, zone, "history", lambda: provider.history(zone)))
+    def history(
+        self, provider: Provider, zone: str, span: timedelta = DEFAULT_HISTORY
+    ) -> list[Reading]:
+        # each span is its own entry: a week asked for is not served from a cached day
+        kind = f"history:{span.total_seconds():g}s"
+        return list(self._get(provider, zone, kind, lambda: provider.history(zone, span)))
 
     async def alatest(self, provider: Provider, zone: str) -> Reading:
         return await asyncio.to_thread(self.latest, provider, zone)
@@ -75,8 +80,10 @@ class ProviderCache:
     async def aforecast(self, provider: Provider, zone: str) -> list[Reading]:
         return await asyncio.to_thread(self.forecast, provider, zone)
 
-    async def ahistory(self, provider: Provider, zone: str) -> list[Reading]:
-        return await asyncio.to_thread(self.history, provider, zone)
+    async def ahistory(
+        self, provider: Provider, zone: str, span: timedelta = DEFAULT_HISTORY
+    ) -> list[Reading]:
+        return await asyncio.to_thread(self.history, provider, zone, span)
 
     def wrap(self, provider: Provider) -> CachedProvider:
         """``provider`` behind this cache, still a Provider."""
@@ -160,5 +167,5 @@ class CachedProvider:
     def forecast(self, zone: str) -> list[Reading]:
         return self.cache.forecast(self.inner, zone)
 
-    def history(self, zone: str) -> list[Reading]:
-        return self.cache.history(self.inner, zone)
+    def history(self, zone: str, span: timedelta = DEFAULT_HISTORY) -> list[Reading]:
+        return self.cache.history(self.inner, zone, span)

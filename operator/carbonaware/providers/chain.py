@@ -11,10 +11,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TypeVar
 
 from carbonaware.core.model import Reading
 from carbonaware.providers.base import (
+    DEFAULT_HISTORY,
     NoForecastError,
     Provider,
     ProviderError,
@@ -70,8 +72,8 @@ class FallbackChain:
     def forecast(self, zone: str) -> list[Reading]:
         return self._first("forecast", zone, lambda p: p.forecast(zone))
 
-    def history(self, zone: str) -> list[Reading]:
-        return self._first("history", zone, lambda p: p.history(zone))
+    def history(self, zone: str, span: timedelta = DEFAULT_HISTORY) -> list[Reading]:
+        return self._first("history", zone, lambda p: p.history(zone, span))
 
     def _first(self, kind: str, zone: str, call: Callable[[Provider], T]) -> T:
         failures: list[ProviderError] = []

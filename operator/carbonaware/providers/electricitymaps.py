@@ -1,4 +1,8 @@
-"""Electricity Maps API v3: ``carbon-intensity/latest``, ``/history`` and ``/forecast``.
+"""Electricity Maps API v3: ``carbon-intensity/latest``, ``/history``, ``/past-range`` and
+``/forecast``.
+
+History: the last 24 h come from ``/history``; a longer span from ``/past-range``, which the
+API caps at 10 days (240 hours) per call at hourly granularity, so longer spans are paged.
 
 Authentication is the ``auth-token`` header. Every call sends ``disableCallerLookup=true`` so
 that a zone the API does not know is an error rather than silently the caller's own country.
@@ -8,22 +12,26 @@ direct (default here) or life-cycle factors.
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
 
 from carbonaware.core.model import Basis, Reading, utc
 from carbonaware.providers.base import (
+    DEFAULT_HISTORY,
     AuthError,
     NoForecastError,
     ProviderError,
     ProviderUnavailableError,
     UnknownZoneError,
 )
-from carbonaware.providers.http import get_json, make_session
+from carbonaware.providers.http import get_json, make_session, range_pages
 
 DEFAULT_BASE_URL = "https://api.electricitymaps.com"
+PAST_RANGE_LIMIT = timedelta(hours=240)  # the API's cap on one past-range call (hourly)
 
 
 class ElectricityMapsProvider:
@@ -37,6 +45,7 @@ class ElectricityMapsProvider:
         basis: Basis = Basis.DIRECT,
         timeout: float = 10.0,
         session: requests.Session | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if basis not in (Basis.DIRECT, Basis.LIFECYCLE):
             raise ValueError(f"Electricity Maps serves direct or lifecycle factors, not {basis}")
@@ -45,6 +54,7 @@ class ElectricityMapsProvider:
         self.basis = basis
         self.timeout = timeout
         self._session = session or make_session()
+        self._clock = clock
 
     @property
     def cache_key(self) -> str:
@@ -60,11 +70,18 @@ class ElectricityMapsProvider:
             raise ProviderUnavailableError(self.name, zone, "no current value (null)")
         return reading
 
-    def history(self, zone: str) -> list[Reading]:
-        body = self._get("history", zone)
-        points = _require_list(body, "history", zone)
-        readings = [r for p in points if (r := self._reading(zone, p, forecast=False))]
-        return sorted(readings, key=lambda r: r.timestamp)
+    def history(self, zone: str, span: timedelta = DEFAULT_HISTORY) -> list[Reading]:
+        if span <= DEFAULT_HISTORY:
+            points = _require_list(self._get("history", zone), "history", zone)
+        else:
+            now = datetime.fromtimestamp(self._clock(), tz=UTC)
+            points = []
+            for start, end in range_pages(now - span, now, PAST_RANGE_LIMIT):
+                body = self._get("past-range", zone, start=_iso(start), end=_iso(end))
+                points += _require_list(body, "data", zone)
+        # pages may meet at a shared hour: one reading per timestamp
+        readings = {r.timestamp: r for p in points if (r := self._reading(zone, p, forecast=False))}
+        return sorted(readings.values(), key=lambda r: r.timestamp)
 
     def forecast(self, zone: str) -> list[Reading]:
         body = self._get("forecast", zone)
@@ -74,7 +91,7 @@ class ElectricityMapsProvider:
         readings = [r for p in points if (r := self._reading(zone, p, forecast=True))]
         return sorted(readings, key=lambda r: r.timestamp)
 
-    def _get(self, kind: str, zone: str) -> Any:
+    def _get(self, kind: str, zone: str, **extra: str) -> Any:
         def classify(status: int, message: str) -> type[ProviderError] | None:
             text = message.lower()
             if status == 404 or (status == 400 and "zone" in text):
@@ -95,6 +112,7 @@ class ElectricityMapsProvider:
                 "zone": zone,
                 "disableCallerLookup": "true",
                 "emissionFactorType": self.basis.value,
+                **extra,
             },
             headers={"auth-token": self._token},
             secrets=[self._token],
@@ -123,6 +141,10 @@ class ElectricityMapsProvider:
             raise ProviderUnavailableError(
                 self.name, zone, f"unexpected response shape ({type(exc).__name__}: {exc})"
             ) from None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_time(text: str) -> datetime:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -67,6 +68,20 @@ def make_session(
     session.headers["User-Agent"] = USER_AGENT
     session.headers["Accept"] = "application/json"
     return session
+
+
+def range_pages(
+    start: datetime, end: datetime, longest: timedelta
+) -> list[tuple[datetime, datetime]]:
+    """``[start, end)`` cut into consecutive pages of at most ``longest`` (an API's cap on one
+    range request), oldest first."""
+    if longest <= timedelta(0):
+        raise ValueError(f"a page must be longer than 0, got {longest}")
+    pages = []
+    while start < end:
+        pages.append((start, min(start + longest, end)))
+        start = pages[-1][1]
+    return pages
 
 
 def get_json(

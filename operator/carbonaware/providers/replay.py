@@ -25,6 +25,7 @@ import pandas as pd
 from carbonaware.core.durations import DURATION_PATTERN, parse_duration
 from carbonaware.core.model import Basis, Reading
 from carbonaware.providers.base import (
+    DEFAULT_HISTORY,
     ConfigError,
     NoForecastError,
     ProviderUnavailableError,
@@ -32,7 +33,6 @@ from carbonaware.providers.base import (
 )
 from carbonaware.traces import Trace, load_trace
 
-HISTORY_WINDOW = timedelta(hours=24)
 FORECAST_HORIZON = timedelta(hours=48)
 
 
@@ -96,10 +96,10 @@ class ReplayProvider:
         i = int(np.searchsorted(self._times, _ns(now), side="right")) - 1
         return self._reading(label, i)
 
-    def history(self, zone: str) -> list[Reading]:
+    def history(self, zone: str, span: timedelta = DEFAULT_HISTORY) -> list[Reading]:
         label = self._check(zone)
         now = self._now_checked(zone)
-        lo = int(np.searchsorted(self._times, _ns(now - HISTORY_WINDOW), side="right"))
+        lo = int(np.searchsorted(self._times, _ns(now - span), side="right"))
         hi = int(np.searchsorted(self._times, _ns(now), side="right"))
         return [self._reading(label, i) for i in range(lo, hi)]
 

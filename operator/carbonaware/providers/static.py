@@ -7,13 +7,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from carbonaware.core.model import Basis, Reading
-from carbonaware.providers.base import ConfigError
+from carbonaware.providers.base import DEFAULT_HISTORY, ConfigError
 
 _STEP = timedelta(hours=1)
 
 
 class StaticProvider:
-    """Serves ``value`` g/kWh for every zone: now, for the past 24 h and the next 48 h.
+    """Serves ``value`` g/kWh for every zone: now, for the past (24 h unless asked for more)
+    and the next 48 h.
 
     Timestamps are wall-clock hours (``clock`` is seconds since the epoch), so a constant
     forecast lets forecast-driven policies run end to end without a network.
@@ -55,6 +56,7 @@ class StaticProvider:
         hour = self._hour()
         return [self._reading(zone, hour + _STEP * i, forecast=True) for i in range(1, 49)]
 
-    def history(self, zone: str) -> list[Reading]:
+    def history(self, zone: str, span: timedelta = DEFAULT_HISTORY) -> list[Reading]:
         hour = self._hour()
-        return [self._reading(zone, hour - _STEP * i) for i in range(23, -1, -1)]
+        hours = max(1, int(span / _STEP))
+        return [self._reading(zone, hour - _STEP * i) for i in range(hours - 1, -1, -1)]

@@ -10,6 +10,9 @@ Zones:
 National periods carry an ``actual`` once measured; while it is null the ``forecast`` is used
 and the reading is marked estimated. Regional figures are forecasts only, so regional past and
 current readings are always marked estimated. The API's factors are direct (generation only).
+
+History: the last 24 h come from the ``pt24h`` window; a longer span from the
+``{from}/{to}`` range, which the API caps at 14 days per call, so longer spans are paged.
 """
 
 from __future__ import annotations
@@ -17,22 +20,24 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
 
 from carbonaware.core.model import Basis, Reading, utc
 from carbonaware.providers.base import (
+    DEFAULT_HISTORY,
     NoForecastError,
     ProviderError,
     ProviderUnavailableError,
     UnknownZoneError,
 )
-from carbonaware.providers.http import get_json, make_session
+from carbonaware.providers.http import get_json, make_session, range_pages
 
 DEFAULT_BASE_URL = "https://api.carbonintensity.org.uk"
 REGION_IDS = range(1, 18)
+RANGE_LIMIT = timedelta(days=14)  # the API's cap on one {from}/{to} call
 _OUTCODE = re.compile(r"^[A-Z]{1,2}[0-9][0-9A-Z]?$")
 
 
@@ -69,8 +74,15 @@ class UKCarbonIntensityProvider:
             raise ProviderUnavailableError(self.name, zone, "no current half-hour in the answer")
         return readings[-1]
 
-    def history(self, zone: str) -> list[Reading]:
-        return self._readings(zone, self._get(self._window_path(zone, "pt24h"), zone), False)
+    def history(self, zone: str, span: timedelta = DEFAULT_HISTORY) -> list[Reading]:
+        if span <= DEFAULT_HISTORY:
+            return self._readings(zone, self._get(self._window_path(zone, "pt24h"), zone), False)
+        now = self._now()
+        readings: dict[datetime, Reading] = {}  # pages meet at a shared half hour: one each
+        for start, end in range_pages(now - span, now, RANGE_LIMIT):
+            page = self._readings(zone, self._get(self._range_path(zone, start, end), zone), False)
+            readings.update((r.timestamp, r) for r in page)
+        return sorted(readings.values(), key=lambda r: r.timestamp)
 
     def forecast(self, zone: str) -> list[Reading]:
         body = self._get(self._window_path(zone, "fw48h"), zone)
@@ -90,6 +102,11 @@ class UKCarbonIntensityProvider:
         if scope == "":
             return f"/intensity/{start}/{window}"
         return f"/regional/intensity/{start}/{window}/{scope}"
+
+    def _range_path(self, zone: str, start: datetime, end: datetime) -> str:
+        scope = _scope(zone)
+        span = f"{start:%Y-%m-%dT%H:%MZ}/{end:%Y-%m-%dT%H:%MZ}"
+        return f"/intensity/{span}" if scope == "" else f"/regional/intensity/{span}/{scope}"
 
     def _get(self, path: str, zone: str) -> Any:
         regional = path.startswith("/regional")

@@ -19,6 +19,7 @@ import requests
 
 from carbonaware.core.model import Basis, Reading, utc
 from carbonaware.providers.base import (
+    DEFAULT_HISTORY,
     AuthError,
     NoForecastError,
     ProviderError,
@@ -75,8 +76,8 @@ class WattTimeProvider:
             raise ProviderUnavailableError(self.name, zone, "no data in the last hour")
         return readings[-1]
 
-    def history(self, zone: str) -> list[Reading]:
-        return self._historical(zone, timedelta(hours=24))
+    def history(self, zone: str, span: timedelta = DEFAULT_HISTORY) -> list[Reading]:
+        return self._historical(zone, span)
 
     def forecast(self, zone: str) -> list[Reading]:
         body = self._get(
