@@ -277,8 +277,13 @@ def test_what_only_the_operator_can_know_fails_the_job_not_the_operator(
         assert (condition["status"], condition["reason"]) == ("False", reason), (name, condition)
         assert text in condition["message"] and text in status["message"], (name, status)
         assert "Traceback" not in status["message"]
-        events = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
-        assert any(e.reason == "Failed" and text in e.message for e in events.items), name
+
+        def failed_event(name=name, text=text) -> bool:
+            # kopf posts Events from a queue, after the status patch: give it a moment.
+            events = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+            return any(e.reason == "Failed" and text in e.message for e in events.items)
+
+        wait_for(failed_event, 20, f"{name}'s Failed Event")
         jobs = client.BatchV1Api(kube_api).list_namespaced_job(
             ns, label_selector=f"carbonaware.io/job={name}"
         )

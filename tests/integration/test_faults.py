@@ -197,7 +197,15 @@ def test_provider_faults_back_off_fall_back_and_still_start_by_the_deadline(
         )
     for fault in FAULTS:
         alone = jobs[f"{fault}-alone"]["status"]
-        reasons = {e.reason for e in events(kube_api, ns, f"{fault}-alone")}
+        # kopf posts Events from a queue, a moment after the status patch: wait for the one
+        # that goes with the phase the job settled in.
+        final_reason = "Failed" if fault == "gone" else "JobCreated"
+
+        def posted(fault=fault, final_reason=final_reason) -> set[str] | None:
+            found = {e.reason for e in events(kube_api, ns, f"{fault}-alone")}
+            return found if final_reason in found else None
+
+        reasons = wait_for(posted, 20, f"the {final_reason} Event of {fault}-alone")
         if fault == "gone":
             # No fallback and the provider says the zone does not exist: that is final.
             assert alone["phase"] == "Failed", alone

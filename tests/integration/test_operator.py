@@ -238,6 +238,17 @@ def event_reasons(kube_api, namespace: str, name: str) -> set[str]:
     return {e.reason for e in events_of(kube_api, namespace, name)}
 
 
+def wait_events(kube_api, namespace: str, name: str, reasons: set[str]) -> set[str]:
+    """The Event reasons of ``name`` once they include ``reasons``: kopf posts Events from a
+    queue, so they may land a moment after the status patch the test saw."""
+    wait_for(
+        lambda: reasons <= event_reasons(kube_api, namespace, name),
+        20,
+        f"Events {sorted(reasons)} on {name}",
+    )
+    return event_reasons(kube_api, namespace, name)
+
+
 def finish_pod(kube_api, namespace: str, job_name: str, exit_code: int, message: str) -> None:
     """Play the kubelet (off_node keeps real kubelets away): report the pod finished."""
     from kubernetes import client
@@ -314,7 +325,7 @@ def test_waits_while_dirty_then_creates_exactly_one_job(
     assert container.image == "carbonaware/trainer:dev"
     assert container.termination_message_policy == "FallbackToLogsOnError"
     assert container.security_context.read_only_root_filesystem is True
-    assert {"Waiting", "JobCreated"} <= event_reasons(kube_api, ns, "wait-then-run")
+    wait_events(kube_api, ns, "wait-then-run", {"Waiting", "JobCreated"})
     assert parse(running["startedAt"]) < parse(running["deadline"])
     scheduled = next(c for c in running["conditions"] if c["type"] == "Scheduled")
     assert scheduled["status"] == "True" and scheduled["reason"] == "JobCreated"
@@ -334,7 +345,7 @@ def test_starts_at_the_deadline_when_the_grid_never_gets_clean(
     # On time: at the deadline, at most about one poll (1 s = 0.7 trace hours) late.
     assert deadline <= started <= deadline + timedelta(hours=2)
     assert running["currentIntensity"] > 10
-    assert {"DeadlineReached", "JobCreated"} <= event_reasons(kube_api, ns, "deadline")
+    wait_events(kube_api, ns, "deadline", {"DeadlineReached", "JobCreated"})
     assert len(jobs_of(kube_api, ns, "deadline")) == 1
 
 
@@ -373,7 +384,7 @@ def test_accounts_energy_emissions_and_saving_when_the_job_completes(
     assert done["savedPercent"] > 20
     assert "direct factors, actual readings" in done["emissionsBasis"]
     assert parse(done["completedAt"]) >= parse(done["startedAt"])
-    assert "Succeeded" in event_reasons(kube_api, ns, "accounted")
+    wait_events(kube_api, ns, "accounted", {"Succeeded"})
     row = kubectl_row(kubectl, kubeconfig, ns, "accounted")
     assert row[1] == "Succeeded" and float(row[5]) == pytest.approx(done["emissionsGrams"])
 
@@ -398,7 +409,7 @@ def test_a_failed_job_fails_the_carbon_aware_job_with_the_reason(
     condition = next(c for c in failed["conditions"] if c["type"] == "Succeeded")
     assert (condition["status"], condition["reason"]) == ("False", "JobFailed")
     assert failed["energyMethod"] == "estimated"  # no JSON result: assumed power x time
-    assert "Failed" in event_reasons(kube_api, ns, "doomed")
+    wait_events(kube_api, ns, "doomed", {"Failed"})
 
 
 def test_a_zone_the_provider_does_not_serve_fails_the_job_with_why(
@@ -411,7 +422,7 @@ def test_a_zone_the_provider_does_not_serve_fails_the_job_with_why(
     condition = next(c for c in failed["conditions"] if c["type"] == "Succeeded")
     assert condition["reason"] == "UnknownZone"
     assert jobs_of(kube_api, ns, "wrong-zone") == []
-    assert "Failed" in event_reasons(kube_api, ns, "wrong-zone")
+    wait_events(kube_api, ns, "wrong-zone", {"Failed"})
 
 
 def test_delete_cascades_to_job_pods_and_log(operator: Operator, kube_api) -> None:
@@ -480,8 +491,7 @@ def test_provider_outage_marks_data_stale_and_still_starts_at_the_deadline(
     assert during["phase"] == "Waiting"
     running = wait_phase(kube_api, ns, "outage", "Running", timeout=40)
     assert "deadline reached" in running["decision"]["reason"]
-    reasons = event_reasons(kube_api, ns, "outage")
-    assert {"ProviderUnavailable", "DeadlineReached", "JobCreated"} <= reasons
+    wait_events(kube_api, ns, "outage", {"ProviderUnavailable", "DeadlineReached", "JobCreated"})
     assert httpserver.log, "the operator never asked the provider"
     # The token reached the provider, and nowhere else.
     assert any(SECRET_TOKEN in str(request.headers) for request, _ in httpserver.log)
