@@ -538,3 +538,52 @@ def test_two_operators_at_once_never_make_a_second_job(
             assert [j.metadata.name for j in spawned[name]] == [status["jobName"]], name
             created = [e for e in events(kube_api, ns, name) if e.reason == "JobCreated"]
             assert sum(e.count or 1 for e in created) == 1, (name, created)
+
+
+def test_deleting_a_job_waiting_running_or_while_the_operator_is_down_leaves_nothing(
+    one_operator, kube_api
+) -> None:
+    """Issue 7: delete while it waits, while its Job runs, and while the operator is down
+    (kopf's finalizer then holds the object until the operator is back): afterwards no
+    CarbonAwareJob, Job, pod or log ConfigMap of any of them is left."""
+    from kubernetes import client
+
+    operator, ns = one_operator
+    custom = client.CustomObjectsApi(kube_api)
+    core = client.CoreV1Api(kube_api)
+    dirty = {"name": "static", "value": 500}  # above the threshold: waits
+    clean = {"name": "static", "value": 50}
+    common = {"thresholdGramsPerKWh": 100, "pollInterval": "1s", "trainer": off_node()}
+    create(kube_api, ns, "del-waiting", {"zone": "DE", "provider": dirty, **common})
+    create(kube_api, ns, "del-running", {"zone": "DE", "provider": clean, **common})
+    create(kube_api, ns, "del-offline", {"zone": "DE", "provider": clean, **common})
+
+    def phase(name: str) -> str | None:
+        return (all_jobs(kube_api, ns).get(name, {}).get("status") or {}).get("phase")
+
+    wait_for(lambda: phase("del-waiting") == "Waiting", 60, "del-waiting to wait")
+    for name in ("del-running", "del-offline"):
+        wait_for(lambda name=name: phase(name) == "Running", 60, f"{name} to run")
+    wait_for(lambda: len(batch_jobs(kube_api, ns)) == 2, 60, "two Jobs")
+    for name in ("del-waiting", "del-running"):
+        custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+    operator.stop()
+    custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "del-offline")
+    operator.start()
+
+    def nothing_left() -> bool:
+        leftovers = (
+            list(all_jobs(kube_api, ns))
+            + [j for js in batch_jobs(kube_api, ns).values() for j in js]
+            + [p.metadata.name for p in core.list_namespaced_pod(ns).items]
+            + [
+                c.metadata.name
+                for c in core.list_namespaced_config_map(ns).items
+                if c.metadata.name.endswith("-carbon-log")
+            ]
+        )
+        return not leftovers
+
+    wait_for(nothing_left, 120, "every deleted job's object, Job, pods and log to be gone")
+    assert operator.alive()
