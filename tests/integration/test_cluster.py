@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -362,3 +363,24 @@ def processes_mentioning(path: Path) -> list[str]:
         if str(path) in text and not _is_zombie(int(cmdline.parent.name)):
             found.append(text)
     return found
+
+
+def test_kubectl_carbon_says_so_when_the_crd_is_not_installed(scratch_cluster_dir):
+    """A fresh cluster has no CarbonAwareJob CRD: the plugin says how to install it, in one
+    line and exit 2, instead of an API traceback (issue 8)."""
+    plugin = Path(sys.executable).parent / "kubectl-carbon"
+    up = local_cluster(scratch_cluster_dir, "up")
+    assert up.returncode == 0, up.stderr
+    try:
+        kubeconfig = scratch_cluster_dir / "admin.kubeconfig"
+        result = subprocess.run(
+            [str(plugin), "status", "anything", "-n", "default", "--kubeconfig", str(kubeconfig)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result
+        assert "CRD is not installed" in result.stderr and "kubectl apply -k" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    finally:
+        local_cluster(scratch_cluster_dir, "down")
