@@ -24,9 +24,10 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import faultkit
 import pytest
 import yaml
 from cluster_fixtures import off_node, throwaway_namespace, wait_for
@@ -250,45 +251,11 @@ def wait_events(kube_api, namespace: str, name: str, reasons: set[str]) -> set[s
 
 
 def finish_pod(kube_api, namespace: str, job_name: str, exit_code: int, message: str) -> None:
-    """Play the kubelet (off_node keeps real kubelets away): report the pod finished."""
-    from kubernetes import client
-
-    core = client.CoreV1Api(kube_api)
-
-    def pod():
-        items = core.list_namespaced_pod(
-            namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}"
-        ).items
-        return items[0] if items else None
-
-    found = wait_for(pod, 30, f"the Job controller to create {job_name}'s pod")
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    container = found.spec.containers[0]
-    terminated = {
-        "exitCode": exit_code,
-        "reason": "Completed" if exit_code == 0 else "Error",
-        "message": message,
-        "startedAt": now,
-        "finishedAt": now,
-    }
-    core.patch_namespaced_pod_status(
-        found.metadata.name,
-        namespace,
-        {
-            "status": {
-                "phase": "Succeeded" if exit_code == 0 else "Failed",
-                "containerStatuses": [
-                    {
-                        "name": container.name,
-                        "image": container.image,
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {"terminated": terminated},
-                    }
-                ],
-            }
-        },
+    """Play the kubelet (faultkit.finish_pod) once the Job controller has made the pod."""
+    wait_for(
+        lambda: faultkit.finish_pod(kube_api, namespace, job_name, exit_code, message),
+        30,
+        f"the Job controller to create {job_name}'s pod",
     )
 
 
