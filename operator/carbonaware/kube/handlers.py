@@ -281,6 +281,14 @@ class SharedSources:
         return len(self._sources)
 
 
+def _make_provider(config: ProviderConfig, **kwargs: Any) -> Provider:
+    """make_provider, its configuration errors as the job's SpecError."""
+    try:
+        return make_provider(config, **kwargs)
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
+
+
 def build_source(
     spec: CarbonAwareJobSpec,
     namespace: str,
@@ -314,20 +322,13 @@ def build_source(
         from carbonaware.providers.replay import ReplayProvider
 
         anchor = created.timestamp()
-        try:
-            provider = make_provider(provider_config, clock=_StartsAt(anchor))
-        except ConfigError as exc:
-            raise SpecError(str(exc)) from None
+        provider = _make_provider(provider_config, clock=_StartsAt(anchor))
         first = provider.providers[0] if isinstance(provider, FallbackChain) else provider
         assert isinstance(first, ReplayProvider)
         return JobSource(metrics.MeteredProvider(provider, f"@{int(anchor)}{suffix}"), first)
 
     def build() -> JobSource:
-        try:
-            provider = make_provider(provider_config)
-        except ConfigError as exc:
-            raise SpecError(str(exc)) from None
-        return JobSource(metrics.MeteredProvider(provider, suffix), None)
+        return JobSource(metrics.MeteredProvider(_make_provider(provider_config), suffix), None)
 
     if shared is None:
         return build()
@@ -489,20 +490,23 @@ class Tick:
         if self.mem.log is not None:
             return self.mem.log
         budget = self.rt.settings.log_budget_bytes
-        existing = self.rt.kube.read_configmap(
-            self.namespace, builders.log_configmap_name(self.name)
-        )
-        text = ((existing or {}).get("data") or {}).get(builders.LOG_CSV_KEY)
-        log = None
-        if text:
-            try:
-                log = IntensityLog.from_csv(text, budget_bytes=budget)
-            except ValueError as exc:  # damaged by hand: start afresh, say so
-                self.logger.warning(f"log ConfigMap unreadable, starting a new log: {exc}")
-        self.mem.log = log or IntensityLog(budget_bytes=budget)
-        self.mem.log_version = (existing or {}).get("metadata", {}).get("resourceVersion")
-        self.mem.log_written = text or ""
+        self.mem.log = self._read_stored_log(budget) or IntensityLog(budget_bytes=budget)
         return self.mem.log
+
+    def _read_stored_log(self, budget_bytes: int) -> IntensityLog | None:
+        """The log ConfigMap's copy (None if absent, empty or damaged); records its version
+        and text as what this tick last saw stored."""
+        stored = self.rt.kube.read_configmap(self.namespace, builders.log_configmap_name(self.name))
+        text = ((stored or {}).get("data") or {}).get(builders.LOG_CSV_KEY) or ""
+        self.mem.log_version = (stored or {}).get("metadata", {}).get("resourceVersion")
+        self.mem.log_written = text
+        if not text:
+            return None
+        try:
+            return IntensityLog.from_csv(text, budget_bytes=budget_bytes)
+        except ValueError as exc:  # damaged by hand: ours replaces it, say so
+            self.logger.warning(f"log ConfigMap unreadable, replacing it: {exc}")
+            return None
 
     def _save_log(self, log: IntensityLog, plot: bytes | None = None) -> None:
         """Write the log ConfigMap if it changed, at the version last read or written."""
@@ -536,20 +540,11 @@ class Tick:
 
     def _merge_stored_log(self, log: IntensityLog) -> None:
         """Take the stored copy's version, and into ``log`` its readings that ours lacks."""
-        name = builders.log_configmap_name(self.name)
-        stored = self.rt.kube.read_configmap(self.namespace, name)
-        if stored is None:  # deleted meanwhile: create it again
-            self.mem.log_version, self.mem.log_written = None, ""
-            return
-        text = (stored.get("data") or {}).get(builders.LOG_CSV_KEY) or ""
-        self.mem.log_version = stored["metadata"]["resourceVersion"]
-        self.mem.log_written = text
         before = len(log.readings)
-        if text:
-            try:
-                log.absorb(IntensityLog.from_csv(text, budget_bytes=log.budget_bytes))
-            except ValueError as exc:  # damaged by hand: ours replaces it
-                LOGGER.warning(f"log ConfigMap {self.namespace}/{name} unreadable: {exc}")
+        stored = self._read_stored_log(log.budget_bytes)  # None when deleted: created again
+        if stored is not None:
+            log.absorb(stored)
+        name = builders.log_configmap_name(self.name)
         LOGGER.info(
             f"log ConfigMap {self.namespace}/{name} changed since we read it (HTTP 409): "
             f"merged {len(log.readings) - before} reading(s) from the stored copy, writing again"
