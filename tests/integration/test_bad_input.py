@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from cluster_fixtures import off_node, throwaway_namespace, wait_for
-from faultkit import FaultServer, OperatorProcess, install_crds, release
+from faultkit import FaultServer, OperatorProcess, release
 
 pytestmark = pytest.mark.integration
 
@@ -114,11 +114,6 @@ def _message(exc) -> str:
         return json.loads(exc.body)["message"]
     except (TypeError, ValueError, KeyError):
         return str(exc.body)
-
-
-@pytest.fixture(scope="module")
-def crd(kubectl: str, kubeconfig: Path) -> None:
-    install_crds(kubectl, kubeconfig, REPO / "manifests")
 
 
 def body(name: str, spec) -> dict:

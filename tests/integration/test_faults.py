@@ -34,11 +34,11 @@ from pathlib import Path
 import pytest
 from cluster_fixtures import off_node, throwaway_namespace, wait_for
 from faultkit import (
+    TRAINER_RESULT,
     FaultServer,
     OperatorProcess,
     batch_jobs,
     finish_pod,
-    install_crds,
     release,
 )
 
@@ -56,11 +56,6 @@ MAX_JOBS = 40
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def crd(kubectl: str, kubeconfig: Path) -> None:
-    install_crds(kubectl, kubeconfig, REPO / "manifests")
 
 
 def create(kube_api, ns: str, name: str, spec: dict) -> dict:
@@ -105,13 +100,6 @@ def parse(ts: str) -> datetime:
 
 
 # --- provider faults ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fault_server() -> Iterator[FaultServer]:
-    server = FaultServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -273,7 +261,6 @@ def test_provider_faults_back_off_fall_back_and_still_start_by_the_deadline(
 # --- SIGKILL at seeded points of jobs' lives -----------------------------------------------------
 
 STAGES = ("waiting", "decided", "running", "finishing")
-RESULT = '{"status": "ok", "accuracy": 0.97, "epochs": 1, "wall_seconds": 3.0, "device": "cpu"}'
 
 
 def _finished(job) -> bool:
@@ -351,7 +338,7 @@ class KillLab:
                     job = jobs[0]
                     age = (datetime.now(UTC) - job.metadata.creation_timestamp).total_seconds()
                     if not _finished(job) and age >= self.run_for[name]:
-                        message = RESULT if self.exit_codes[name] == 0 else "Traceback: OOM"
+                        message = TRAINER_RESULT if self.exit_codes[name] == 0 else "Traceback: OOM"
                         finish_pod(self.kube_api, self.ns, job.metadata.name,
                                    self.exit_codes[name], message)  # fmt: skip
             except Exception as exc:  # a transient API error: try again next round

@@ -24,7 +24,6 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,11 +37,11 @@ from cluster_fixtures import (
     wait_for,
 )
 from faultkit import (
+    TRAINER_RESULT,
     FaultServer,
     OperatorProcess,
     batch_jobs,
     finish_pod,
-    install_crds,
     release,
 )
 
@@ -52,22 +51,9 @@ REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "carbonaware.io", "v1alpha1", "carbonawarejobs"
 DIRTY, CLEAN, THRESHOLD = 300.0, 50.0, 100.0
 DOWN_FOR_S = 5  # the apiserver stays down this long before it starts again
-RESULT = '{"status": "ok", "accuracy": 0.97, "epochs": 1, "wall_seconds": 3.0, "device": "cpu"}'
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def crd(kubectl: str, kubeconfig: Path) -> None:
-    install_crds(kubectl, kubeconfig, REPO / "manifests")
-
-
-@pytest.fixture
-def fault_server() -> Iterator[FaultServer]:
-    server = FaultServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -361,7 +347,7 @@ def test_log_and_status_conflicts_are_retried_without_losing_a_reading(
         fault_server.set("Z-CONFLICT", intensity=CLEAN)
         wait_for(lambda: sample().get("phase") == "Running", 30, "the job to run")
         job_name = sample()["jobName"]
-        wait_for(lambda: finish_pod(kube_api, ns, job_name, 0, RESULT), 30, "the Job's pod")
+        wait_for(lambda: finish_pod(kube_api, ns, job_name, 0, TRAINER_RESULT), 30, "the Job's pod")
         wait_for(lambda: sample().get("phase") == "Succeeded", 60, "the job to succeed")
         time.sleep(1.0)  # let the writer race the operator's final log write once more
     finally:

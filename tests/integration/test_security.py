@@ -18,7 +18,6 @@ import base64
 import copy
 import json
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -151,13 +150,6 @@ def test_the_service_account_can_do_exactly_what_the_code_needs(
     assert not extra, f"granted beyond what the code needs: {extra}"
     assert not missing, f"the code needs, but is not granted: {missing}"
     assert not any("*" in verbs for verbs in granted.values())
-
-
-@pytest.fixture
-def fault_server() -> Iterator[FaultServer]:
-    server = FaultServer().start()
-    yield server
-    server.stop()
 
 
 def test_a_provider_token_never_reaches_logs_events_status_or_the_log_configmap(

@@ -35,6 +35,10 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 MODES = ("ok", "hang", "error500", "ratelimit", "malformed", "empty", "gone", "stale", "leaky")
+# A trainer's termination message (its JSON result line) for tests that play the kubelet.
+TRAINER_RESULT = (
+    '{"status": "ok", "accuracy": 0.97, "epochs": 1, "wall_seconds": 3.0, "device": "cpu"}'
+)
 HANG_SECONDS = 12.0  # longer than the Electricity Maps client's 10 s timeout
 HOUR = timedelta(hours=1)
 OPERATOR = Path(sys.executable).parent / "carbonaware-operator"
