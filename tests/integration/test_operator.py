@@ -633,3 +633,49 @@ def test_metrics_endpoint_reports_intensity_jobs_and_provider_calls(
     )
     assert samples['carbonaware_provider_requests_total{kind="latest",provider="replay"}'] >= 1
     assert 'carbonaware_provider_request_seconds_count{kind="latest",provider="replay"}' in samples
+
+
+def test_own_forecaster_reads_the_zones_history_once_for_all_its_jobs(
+    operator: Operator, kube_api, fault_server
+) -> None:
+    """A provider without a forecast (the loopback Electricity Maps answers 403 "not in
+    plan"): the forecast strategy forecasts from the zone's past two weeks. Those come from
+    the shared cache once for every job of the zone, and are not copied into each job's log."""
+    from kubernetes import client
+
+    ns, zone = operator.namespace, "OWN-FORECAST"
+    fault_server.set(zone, intensity=300)
+    client.CoreV1Api(kube_api).create_namespaced_secret(
+        ns,
+        client.V1Secret(metadata=client.V1ObjectMeta(name="em-own"), string_data={"token": "t"}),
+    )
+    spec = {
+        "zone": zone,
+        "strategy": "forecast",
+        "provider": {
+            "name": "electricitymaps",
+            "baseUrl": fault_server.base_url,
+            "secretRef": {"name": "em-own"},
+        },
+        "maxDelay": "6h",
+        "expectedDuration": "1h",
+        "pollInterval": "1s",
+        "trainer": off_node(),
+    }
+    names = ("own-a", "own-b")
+    for name in names:
+        create(kube_api, ns, name, spec)
+    for name in names:
+        # A flat two weeks at 300 g/kWh: no cleaner window ahead, so it runs now.
+        running = wait_phase(kube_api, ns, name, "Running", timeout=40)
+        decision = running["decision"]
+        assert decision.get("forecastSource") == "own-forecaster", decision
+        assert "own forecaster" in decision["reason"], decision
+        # The log holds what the job read since it was submitted, not two weeks.
+        assert running["readingCount"] < 10, running
+        config_map = client.CoreV1Api(kube_api).read_namespaced_config_map(
+            running["logConfigMap"], ns
+        )
+        assert sum(len(v) for v in config_map.data.values()) < 4096
+    # Fifteen days are two 10-day past-range pages, fetched once for both jobs.
+    assert fault_server.count(zone, "past-range") == 2

@@ -234,6 +234,37 @@ def test_a_week_of_history_is_one_request_for_all_jobs_and_apart_from_a_day(http
     assert requests_to(httpserver, "/v3/carbon-intensity/past-range") == 1
 
 
+def test_a_long_history_can_outlive_the_polling_ttl(httpserver, em):
+    """The operator keeps the forecaster's two weeks for an hour while latest readings
+    expire every poll: 1,000 waiting jobs do not refetch two weeks each poll."""
+    httpserver.expect_request("/v3/carbon-intensity/past-range").respond_with_handler(
+        lambda request: Response(
+            json.dumps({"zone": "GB", "data": [json.loads(answer(90.0)(request).data)]}),
+            content_type="application/json",
+        )
+    )
+    httpserver.expect_request(LATEST).respond_with_handler(answer(120.0))
+    clock = FakeClock()
+    cache = ProviderCache(ttl_seconds=30, clock=clock)
+    two_weeks = timedelta(days=15)
+    cache.history(em, "GB", two_weeks, ttl_seconds=3600)
+    pages = requests_to(httpserver, "/v3/carbon-intensity/past-range")  # 10-day pages: 2
+    assert pages >= 1
+    for _ in range(3):
+        cache.history(em, "GB", two_weeks, ttl_seconds=3600)
+        cache.latest(em, "GB")
+        clock.now += 31  # past the polling TTL
+    assert requests_to(httpserver) == 3  # latest: once per poll
+    assert requests_to(httpserver, "/v3/carbon-intensity/past-range") == pages  # history: once
+    clock.now += 3600
+    cache.history(em, "GB", two_weeks, ttl_seconds=3600)
+    assert requests_to(httpserver, "/v3/carbon-intensity/past-range") == 2 * pages  # an hour on
+    # A TTL shorter than the cache's is not honoured: the cache's TTL is the floor.
+    cache.history(em, "GB", timedelta(days=2), ttl_seconds=0)
+    cache.history(em, "GB", timedelta(days=2), ttl_seconds=0)
+    assert requests_to(httpserver, "/v3/carbon-intensity/past-range") == 2 * pages + 1
+
+
 def test_the_chain_passes_the_span_on(httpserver, em):
     httpserver.expect_request("/v3/carbon-intensity/past-range").respond_with_data("down", 503)
     chain = FallbackChain([em, StaticProvider(55.0)])

@@ -76,6 +76,9 @@ MAX_BACKOFF = timedelta(minutes=10)
 # Writes of the log ConfigMap per tick when another writer keeps changing it; then the tick
 # fails (kopf retries it next interval) rather than end without the log written.
 LOG_WRITE_ATTEMPTS = 5
+# The own forecaster's two weeks of history change little within an hour; the job's own
+# readings fill in the recent part.
+HISTORY_TTL_SECONDS = 3600.0
 # An apiserver that is down, restarting or overloaded answers these (or not at all).
 API_UNAVAILABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 LOGGER = logging.getLogger(__name__)
@@ -560,12 +563,6 @@ class Tick:
         cache = self.rt.cache
         poll = max(spec.poll_interval, self.rt.settings.poll_floor)
         try:
-            if not log.readings:
-                # The past two weeks seed the plot and the policy's own forecaster: nice to have,
-                # so a provider without history still gets its latest reading used.
-                with contextlib.suppress(ProviderError):
-                    history = cache.history(source.provider, spec.zone, FORECASTER_HISTORY)
-                    log.extend(r for r in history if r.timestamp <= now)
             reading = cache.latest(source.provider, spec.zone)
             if spec.strategy == "forecast" or spec.interruptible:
                 # Without one, the policy forecasts from the history itself, and says so.
@@ -685,7 +682,10 @@ class Tick:
                 deadline=submitted + spec.max_delay,
             )
         else:
-            decision = decide(settings, submitted, now, log.readings, log.forecast)
+            readings = log.readings
+            if settings.strategy == Strategy.FORECAST and not log.forecast:
+                readings = self._forecaster_history(spec, source, log, now) + readings
+            decision = decide(settings, submitted, now, readings, log.forecast)
         if decision.run:
             self._start(spec, source, decision, now)
             return
@@ -697,6 +697,25 @@ class Tick:
             self.desired["phase"] = "Waiting"
             self.event("Waiting", decision.reason)
         self.desired["message"] = decision.reason
+
+    def _forecaster_history(
+        self, spec: CarbonAwareJobSpec, source: JobSource, log: IntensityLog, now: datetime
+    ) -> list[Reading]:
+        """The zone's past two weeks, before this job's first reading, for the policy's own
+        forecaster (used when the provider has no forecast).
+
+        Shared by every job of the zone through the provider cache and kept for an hour, not
+        copied into each job's log: at 1,000 jobs the copies cost hundreds of MB and 30-40 KiB
+        per log ConfigMap. Nice to have: without it the forecaster works from the job's own
+        readings (and says so in the decision's reason)."""
+        first = log.readings[0].timestamp if log.readings else now
+        try:
+            history = self.rt.cache.history(
+                source.provider, spec.zone, FORECASTER_HISTORY, ttl_seconds=HISTORY_TTL_SECONDS
+            )
+        except ProviderError:
+            return []
+        return [r for r in history if r.timestamp < first]
 
     def _start(
         self, spec: CarbonAwareJobSpec, source: JobSource, decision: Decision, now: datetime

@@ -68,11 +68,18 @@ class ProviderCache:
         return list(self._get(provider, zone, "forecast", lambda: provider.forecast(zone)))
 
     def history(
-        self, provider: Provider, zone: str, span: timedelta = DEFAULT_HISTORY
+        self,
+        provider: Provider,
+        zone: str,
+        span: timedelta = DEFAULT_HISTORY,
+        ttl_seconds: float | None = None,
     ) -> list[Reading]:
+        """``ttl_seconds`` (at least the cache's TTL) keeps a long history longer: two weeks
+        of readings for a forecaster's profile need not be fetched again every poll."""
         # each span is its own entry: a week asked for is not served from a cached day
         kind = f"history:{span.total_seconds():g}s"
-        return list(self._get(provider, zone, kind, lambda: provider.history(zone, span)))
+        ttl = self.ttl if ttl_seconds is None else max(self.ttl, ttl_seconds)
+        return list(self._get(provider, zone, kind, lambda: provider.history(zone, span), ttl))
 
     async def alatest(self, provider: Provider, zone: str) -> Reading:
         return await asyncio.to_thread(self.latest, provider, zone)
@@ -93,7 +100,14 @@ class ProviderCache:
         with self._lock:
             self._entries.clear()
 
-    def _get(self, provider: Provider, zone: str, kind: str, call: Callable[[], Any]) -> Any:
+    def _get(
+        self,
+        provider: Provider,
+        zone: str,
+        kind: str,
+        call: Callable[[], Any],
+        ttl: float | None = None,
+    ) -> Any:
         key = (cache_key(provider), zone, kind)
         with self._lock:
             entry = self._entries.get(key)
@@ -120,7 +134,7 @@ class ProviderCache:
             self._settle(key, None)
             future.set_exception(exc)
             raise
-        self._settle(key, _Entry(self._clock() + self.ttl, value=value))
+        self._settle(key, _Entry(self._clock() + (self.ttl if ttl is None else ttl), value=value))
         future.set_result(value)
         return value
 
