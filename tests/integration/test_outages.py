@@ -4,6 +4,9 @@
   the operator process (``faultkit.OperatorProcess``) keeps running, its jobs still start
   with exactly one Job each, and a CarbonAwareJob created after the restart is handled — the
   watch stream reconnected; a live process that no longer sees new objects (a zombie) fails.
+  The operator retries failed API requests every 0.2 s so that the outage outlasts a finite list,
+  as a two-minute outage outlasts the shipped ones: kopf used to end a watch whose retries
+  ran out, and the process lived on as exactly that zombie.
 - Conflicts: a second client keeps rewriting a waiting job's log ConfigMap (at its
   resourceVersion, like a second replica or a person with ``kubectl edit``) and its status,
   while the operator appends a reading every second. The operator's resourceVersion-guarded
@@ -51,6 +54,7 @@ REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "carbonaware.io", "v1alpha1", "carbonawarejobs"
 DIRTY, CLEAN, THRESHOLD = 300.0, 50.0, 100.0
 DOWN_FOR_S = 5  # the apiserver stays down this long before it starts again
+SHORT_API_BACKOFFS = {"CARBONAWARE_API_BACKOFFS": "0.2"}  # spent in 0.2 s: the outage outlasts it
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -65,7 +69,9 @@ def operator_ns(crd, kube_api, kubeconfig: Path, tmp_path: Path, fault_server: F
         client.CoreV1Api(kube_api).create_namespaced_secret(
             ns, client.V1Secret(metadata=client.V1ObjectMeta(name="em"), string_data={"token": "t"})
         )
-        operator = OperatorProcess(kubeconfig, (ns,), tmp_path / "operator.log").start()
+        operator = OperatorProcess(
+            kubeconfig, (ns,), tmp_path / "operator.log", extra_env=SHORT_API_BACKOFFS
+        ).start()
         try:
             yield operator, ns
         finally:
@@ -215,7 +221,7 @@ def assert_survived(
     create(kube_api, ns, "after-restart", "Z-CLEAN", fault_server.base_url)
     fault_server.set("Z-OUTAGE", intensity=CLEAN)  # the waiting jobs may start now
     everyone = [*waiting, "after-restart"]
-    # Generous: kopf retries a failed watch request after 1, 2, 4, 8, 16 s ...
+    # Generous: the controllers and the apiserver's caches take a while to settle.
     wait_for(lambda: all_in_phase(kube_api, ns, everyone, "Running"), 120, "every job to run")
     print(f"every job Running {time.monotonic() - restarted:.1f} s after the apiserver was ready")
 

@@ -44,8 +44,27 @@ def test_namespaces_and_durations() -> None:
         ({"CARBONAWARE_POLL_FLOOR": "10ms"}, "at least 100ms"),
         ({"CARBONAWARE_METRICS_PORT": "eighty"}, "CARBONAWARE_METRICS_PORT"),
         ({"CARBONAWARE_DEFAULT_PROVIDER": "carbonfairy"}, "unknown provider"),
+        ({"CARBONAWARE_API_BACKOFFS": "1,two"}, "CARBONAWARE_API_BACKOFFS"),
+        ({"CARBONAWARE_API_BACKOFFS": "1,0"}, "between 0 and 3600"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict, needle: str) -> None:
     with pytest.raises(SettingsError, match=needle):
         load_settings(env)
+
+
+def test_api_backoffs_never_run_out() -> None:
+    """kopf gives up on a request once a Sized list of backoffs is spent (and a watch that
+    gives up ends for good); ours repeat the last value instead."""
+    import collections.abc
+    import itertools
+
+    from carbonaware.kube.main import EndlessBackoffs
+
+    settings = load_settings({"CARBONAWARE_API_BACKOFFS": "0.5, 2"})
+    assert settings.api_backoffs == (0.5, 2.0)
+    backoffs = EndlessBackoffs(settings.api_backoffs)
+    assert not isinstance(backoffs, collections.abc.Sized)  # kopf's test for "finite"
+    assert list(itertools.islice(backoffs, 5)) == [0.5, 2.0, 2.0, 2.0, 2.0]
+    assert list(itertools.islice(backoffs, 2)) == [0.5, 2.0]  # each request starts afresh
+    assert load_settings({}).api_backoffs[-1] == 60

@@ -48,6 +48,9 @@ class OperatorSettings:
     # Threads running the (synchronous) per-job handlers. Each blocks on API and provider
     # calls; fewer threads save a little memory but slow a burst of Job creations (bench/scale.py).
     workers: int = 32
+    # Seconds between retries of a failing Kubernetes API request (kopf's watches, patches,
+    # Events); the last one repeats until the apiserver answers again.
+    api_backoffs: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 60)
 
     @property
     def trace(self) -> str:
@@ -74,6 +77,21 @@ def _number(env: Mapping[str, str], key: str, default, kind=float):
         raise SettingsError(f"{PREFIX}{key}: not a number: {text!r}") from None
 
 
+def _backoffs(env: Mapping[str, str], key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    text = env.get(PREFIX + key)
+    if not text:
+        return default
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v <= 3600 for v in values):
+        raise SettingsError(
+            f"{PREFIX}{key}: expected comma-separated seconds between 0 and 3600, got {text!r}"
+        )
+    return values
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> OperatorSettings:
     """Settings from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -97,6 +115,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> OperatorSettings:
         priority=_number(env, "PRIORITY", None, int),
         standalone=env.get(PREFIX + "STANDALONE", "").lower() in ("1", "true", "yes"),
         workers=_number(env, "WORKERS", defaults.workers, int),
+        api_backoffs=_backoffs(env, "API_BACKOFFS", defaults.api_backoffs),
     )
     if not 1 <= settings.workers <= 256:
         raise SettingsError(f"{PREFIX}WORKERS must be between 1 and 256")
