@@ -473,7 +473,10 @@ def test_sigkill_at_seeded_points_leaves_one_job_each_and_intact_status(
             log_map = core.read_namespaced_config_map(status["logConfigMap"], ns)
             log = IntensityLog.from_csv(log_map.data["carbon_log.csv"])
             stamps = [r.timestamp for r in log.readings]
-            assert len(stamps) >= 3 and stamps == sorted(set(stamps)), name
+            assert stamps and stamps == sorted(set(stamps)), name
+            # Every reading status counted is in the log (status may lag by the last one: a
+            # kill between the log write and the status write).
+            assert status.get("readingCount", 0) <= len(stamps), (name, status, len(stamps))
             assert log.metadata["status"] == expected
 
 
