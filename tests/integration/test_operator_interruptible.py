@@ -11,8 +11,12 @@ pauses it through the day and resumes it for the cleanest steps left.
 This tier has no node, so no pod ever runs: suspending makes the real Job controller delete
 the (pending) pod and resuming makes it create a new one, and at the end the test plays the
 kubelet and reports the new pod finished (as test_operator.py does) so the real Job
-controller completes the Job. The trainer's own SIGTERM → checkpoint → exit 75 → resume is
-proven by tests/unit/test_trainer_cli.py and tests/integration/test_trainer_image.py.
+controller completes the Job. The same job on a real node — the real trainer in real pods
+getting SIGTERM on suspension, checkpointing to a hostPath PersistentVolume, exiting 75, a new
+pod resuming from the checkpoint and finishing, with the same accounting check — is
+test_interruptible_job_was_suspended_resumed_and_finished in tests/e2e/test_product.py; the
+trainer's SIGTERM → checkpoint → resume alone is in tests/unit/test_trainer_cli.py and
+tests/integration/test_trainer_image.py.
 """
 
 from __future__ import annotations
