@@ -70,10 +70,12 @@ MIN_ACCURACY = 0.97
 # dirty day (~160 s) and resumes it for the last step, 02:00 on day three (120 g/kWh), ~207 s
 # after it was applied, about when the quick start succeeds; from then on no step is left to
 # wait for, so it never pauses again. (With a 20 h delay, as in
-# tests/integration/test_operator_interruptible.py, a job that outruns its 6 h estimate can be
-# suspended again for minutes in the cleaner steps of day three, depending on poll timing:
-# seen here as 4 segments.) Its resumed pod should not train alongside the quick start's: two
-# trainers of 2 threads each on 2 cores ran at a third of their speed (a measured +120 s).
+# tests/integration/test_operator_interruptible.py, a job that outruns its 6 h estimate may be
+# paused again at a later reading when a cleaner step is ahead; it used to be paused for
+# minutes within an hour too, from rounding — seen here as 4 segments — which
+# core.interruptible.change_now now holds until the next reading.) Its resumed pod should
+# not train alongside the quick start's: two trainers of 2 threads each on 2 cores ran at a
+# third of their speed (a measured +120 s).
 # The trainer's work is sized from its speed in a pod on this 2-core machine (Jobs built like
 # the operator's, `kubectl logs`): 270-320 samples/s at batch 64 on a quiet machine (135 with
 # other heavy work on it), training from ~3 s after the pod is created; so the ~42 s it trains

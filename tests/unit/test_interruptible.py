@@ -132,3 +132,19 @@ def test_remaining_steps_rounds_up_and_never_reaches_zero_before_the_job_ends():
     assert remaining_steps(6 * hour, 2.5 * hour, hour) == 4
     assert remaining_steps(6 * hour, 6 * hour, hour) == 1
     assert remaining_steps(6 * hour, 9 * hour, hour) == 1
+
+
+def test_a_running_job_is_paused_at_most_once_per_reading() -> None:
+    """Polls within one hourly reading can flip the rounded plan; the job acts on the first
+    change only, until the next reading, unless it has no slack left (then it runs)."""
+    from carbonaware.core.interruptible import change_now
+
+    hour = "2024-03-05T03:00Z"
+    # Resumed on this reading: a pause answer later in the same hour is not acted on.
+    assert not change_now(False, True, False, hour, changed_at_reading=hour)
+    assert change_now(False, True, False, "2024-03-05T04:00Z", changed_at_reading=hour)
+    # Paused on this reading: running again waits for the next reading ...
+    assert not change_now(True, False, False, hour, changed_at_reading=hour)
+    # ... unless the work left fills every step left.
+    assert change_now(True, False, True, hour, changed_at_reading=hour)
+    assert not change_now(True, True, True, hour, changed_at_reading=None)  # no change asked

@@ -99,6 +99,19 @@ def should_run(
     return bool(run_or_pause(forecast, remaining_steps, running, hysteresis)[0])
 
 
+def change_now(
+    run: bool, running: bool, must_run: bool, reading: object, changed_at_reading: object
+) -> bool:
+    """Whether to act on a run/pause answer that differs from the job's state: at most one
+    change per reading (the backtest decides once per step), except that a job with no slack
+    left always runs. Within a step the work and time left, rounded up to whole steps, cross
+    over mid-step; acting on that pauses a job for minutes (a SIGTERM, a checkpoint and a new
+    pod each time)."""
+    if run == running:
+        return False
+    return (run and must_run) or reading != changed_at_reading
+
+
 def forecast_from_now(
     current: float,
     forecast: Sequence[Reading],

@@ -44,7 +44,12 @@ from kubernetes.client.exceptions import ApiException
 from carbonaware.core import accounting
 from carbonaware.core.forecast import FORECASTER_HISTORY
 from carbonaware.core.intensity_log import IntensityLog
-from carbonaware.core.interruptible import forecast_from_now, remaining_steps, should_run
+from carbonaware.core.interruptible import (
+    change_now,
+    forecast_from_now,
+    remaining_steps,
+    should_run,
+)
 from carbonaware.core.model import Reading, utc
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
 from carbonaware.kube import builders, metrics
@@ -366,6 +371,11 @@ class JobMemory:
     next_poll: float = 0.0
     failures: int = 0
     adoption_checked: bool = False
+    # Interruptible jobs: the reading the last run/pause change was decided on. One change per
+    # reading, as the backtest decides once per step: within an hour the rounding of work and
+    # time left to whole steps would otherwise pause a job for minutes (a SIGTERM, a
+    # checkpoint and a new pod each time).
+    changed_at_reading: datetime | None = None
 
 
 # --- status helpers ---------------------------------------------------------------------------
@@ -822,14 +832,18 @@ class Tick:
         spans = builders.segment_spans(self.desired.get("segments"), completed) or [
             (started, completed)
         ]
-        if result is not None and result.duration_seconds is not None:
-            run_time = timedelta(seconds=result.duration_seconds)
-        elif spec.interruptible:
+        # A resumed job's trainer reports its last run only (the earlier pods' reports went
+        # with them): then the time is that of every segment, and its own figures do not count.
+        resumed = spec.interruptible and len(spans) > 1
+        if resumed or (spec.interruptible and (result is None or result.duration_seconds is None)):
             run_time = source.to_wall(sum((b - a for a, b in spans), timedelta(0)))
+        elif result is not None and result.duration_seconds is not None:
+            run_time = timedelta(seconds=result.duration_seconds)
         else:
             run_time = completed_wall - (started_wall or completed_wall)
         # Only a metered figure counts as measured; otherwise the spec's assumed power.
-        measured = result.energy_kwh if result and result.energy_method == "measured" else None
+        metered = result is not None and result.energy_method == "measured" and not resumed
+        measured = result.energy_kwh if metered and result is not None else None
         energy = accounting.energy_from(
             measured,
             spec.power.watts,
@@ -860,7 +874,20 @@ class Tick:
     def _should_run(
         self, spec: CarbonAwareJobSpec, log: IntensityLog, now: datetime, running: bool
     ) -> tuple[bool, str]:
-        """core.interruptible.should_run (the rule the backtest uses) on this job's readings."""
+        """core.interruptible.should_run (the rule the backtest uses) on this job's readings.
+
+        Between readings the answer stays what it was (see JobMemory.changed_at_reading),
+        unless the job has no slack left: then it runs."""
+        run, reason, forced, reading_time = self._plan_step(spec, log, now, running)
+        if not change_now(run, running, forced, reading_time, self.mem.changed_at_reading):
+            return running, reason
+        self.mem.changed_at_reading = reading_time
+        return run, reason
+
+    def _plan_step(
+        self, spec: CarbonAwareJobSpec, log: IntensityLog, now: datetime, running: bool
+    ) -> tuple[bool, str, bool, datetime | None]:
+        """(run, why, whether it must run to finish in time, the reading it rests on)."""
         submitted = parse_time(self.desired.get("submittedAt"))
         assert submitted is not None
         latest_finish = submitted + spec.max_delay + spec.expected_duration
@@ -874,16 +901,21 @@ class Tick:
         steps_left = max(1, -(-(latest_finish - now) // step))
         if not actual:
             run = work >= steps_left  # nothing to compare: run only when there is no slack
-            return run, f"no reading yet; {work} step(s) of work, {steps_left} step(s) left"
+            why = f"no reading yet; {work} step(s) of work, {steps_left} step(s) left"
+            return run, why, run, None
         values = forecast_from_now(actual[-1].intensity, forecast, now, latest_finish, step)
         run = should_run(values, work, running)
+        forced = work >= len(values)
         where = (
             f"{actual[-1].intensity:.0f} g/kWh now; {work} step(s) of {step} of work left in "
             f"{len(values)} step(s) before {iso(latest_finish)}"
         )
-        if run:
-            return run, f"run: {where}, and this step is in the cleanest plan"
-        return run, f"pause: {where}, and cleaner steps ahead hold all of it"
+        why = (
+            f"run: {where}, and this step is in the cleanest plan"
+            if run
+            else f"pause: {where}, and cleaner steps ahead hold all of it"
+        )
+        return run, why, forced, actual[-1].timestamp
 
     def _pause_or_resume(
         self, spec: CarbonAwareJobSpec, log: IntensityLog, now: datetime, job: dict[str, Any]
