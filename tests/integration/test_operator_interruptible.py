@@ -183,3 +183,46 @@ def test_an_interruptible_job_submitted_into_a_dirty_evening_waits_without_a_job
     assert waiting["decision"]["reason"].startswith("pause:"), waiting["decision"]
     assert "jobName" not in waiting and "segments" not in waiting
     assert jobs_of(kube_api, ns, "evening") == []
+
+
+def test_without_a_provider_forecast_the_own_forecaster_plans_the_pauses(
+    operator,  # noqa: F811  (the fixture imported above)
+    kube_api,
+    fault_server,
+) -> None:
+    """The loopback Electricity Maps has no forecast (403 "not in plan"). Its zone's past two
+    weeks are dirty (300 g/kWh) except two clean hours (50) from three hours from now; the
+    own forecaster sees that daily shape, so a 1 h job with 8 h of slack waits for it instead
+    of running into the dirty hours now (with no forecast at all it would run at once)."""
+    from datetime import UTC, datetime
+
+    from kubernetes import client
+
+    ns, zone = operator.namespace, "OWN-SHAPE"
+    hour = datetime.now(UTC).hour
+    fault_server.set(zone, intensity=300, by_hour={(hour + 3) % 24: 50, (hour + 4) % 24: 50})
+    client.CoreV1Api(kube_api).create_namespaced_secret(
+        ns,
+        client.V1Secret(metadata=client.V1ObjectMeta(name="em-shape"), string_data={"token": "t"}),
+    )
+    spec = {
+        "zone": zone,
+        "provider": {
+            "name": "electricitymaps",
+            "baseUrl": fault_server.base_url,
+            "secretRef": {"name": "em-shape"},
+        },
+        "pollInterval": "1s",
+        "maxDelay": "8h",
+        "expectedDuration": "1h",
+        "interruptible": True,
+        "trainer": off_node(),
+    }
+    create(kube_api, ns, "shaped", spec)
+    waiting = wait_phase(kube_api, ns, "shaped", "Waiting", timeout=30)
+    decision = waiting["decision"]
+    assert decision["reason"].startswith("pause:"), decision
+    assert "own forecaster" in decision["reason"], decision
+    assert decision.get("forecastSource") == "own-forecaster", decision
+    assert jobs_of(kube_api, ns, "shaped") == []
+    assert fault_server.count(zone, "past-range") >= 1  # the two weeks were asked for

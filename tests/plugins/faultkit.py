@@ -59,6 +59,9 @@ class FaultServer:
     """An Electricity Maps v3 look-alike whose answers per zone a test controls."""
 
     intensity: dict[str, float] = field(default_factory=dict)  # zone -> gCO2eq/kWh
+    # zone -> {UTC hour: gCO2eq/kWh}: a daily shape over the zone's intensity, for readings
+    # stamped in those hours (latest and history alike)
+    by_hour: dict[str, dict[int, float]] = field(default_factory=dict)
     modes: dict[str, str] = field(default_factory=dict)  # zone -> mode (default "ok")
     retry_after_s: int = 2
     # Stamp readings at the start of the hour, as Electricity Maps' hourly data is (its value
@@ -89,13 +92,21 @@ class FaultServer:
         assert self._server is not None
         return self._server.url_for("/").rstrip("/")
 
-    def set(self, zone: str, mode: str | None = None, intensity: float | None = None) -> None:
+    def set(
+        self,
+        zone: str,
+        mode: str | None = None,
+        intensity: float | None = None,
+        by_hour: dict[int, float] | None = None,
+    ) -> None:
         assert mode is None or mode in MODES, mode
         with self._lock:
             if mode is not None:
                 self.modes[zone] = mode
             if intensity is not None:
                 self.intensity[zone] = intensity
+            if by_hour is not None:
+                self.by_hour[zone] = dict(by_hour)
 
     def count(self, zone: str, kind: str | None = None) -> int:
         with self._lock:
@@ -114,6 +125,7 @@ class FaultServer:
             self.tokens_seen.add(request.headers.get("auth-token", ""))
             mode = self.modes.get(zone, "ok")
             value = self.intensity.get(zone, 300.0)
+            shape = self.by_hour.get(zone, {})
         if mode == "hang":
             time.sleep(HANG_SECONDS)
             return Response("{}", 200, content_type="application/json")
@@ -147,9 +159,10 @@ class FaultServer:
             if mode == "empty":
                 return _json({"zone": zone, key: []})
             hours = range(int((now - start) / HOUR), int((now - min(end, now)) / HOUR), -1)
-            points = [_point(zone, now - h * HOUR, value) for h in hours]
+            stamps = [now - h * HOUR for h in hours]
+            points = [_point(zone, ts, shape.get(ts.hour, value)) for ts in stamps]
             return _json({"zone": zone, key: points})
-        point = _point(zone, now, None if mode == "empty" else value)
+        point = _point(zone, now, None if mode == "empty" else shape.get(now.hour, value))
         return _json(point)
 
 

@@ -160,7 +160,7 @@ def _decide_forecast(
     )
     source = "provider"
     if not future:
-        step = _step_of(actual)
+        step = step_of(actual)
         horizon = deadline - now + settings.expected_duration
         future = profile_forecast(actual, now, horizon, step)
         source = "own-forecaster"
@@ -169,7 +169,7 @@ def _decide_forecast(
         return _decide_threshold(
             settings, now, deadline, latest, note=" (no forecast available: threshold rule)"
         )
-    step = _step_of(future)
+    step = step_of(future)
     times = [now] + [utc(r.timestamp) for r in future]
     values = np.array([latest.intensity] + [r.intensity for r in future])
     window = max(1, math.ceil(settings.expected_duration / step))
@@ -201,7 +201,7 @@ def _decide_forecast(
     return Decision("wait", reason, planned, source, deadline)
 
 
-def _step_of(readings: Sequence[Reading]) -> timedelta:
+def step_of(readings: Sequence[Reading]) -> timedelta:
     """Typical spacing of readings (median), DEFAULT_STEP when there are too few."""
     if len(readings) < 2:
         return DEFAULT_STEP

@@ -42,7 +42,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from carbonaware.core import accounting
-from carbonaware.core.forecast import FORECASTER_HISTORY
+from carbonaware.core.forecast import FORECASTER_HISTORY, profile_forecast
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.interruptible import (
     change_now,
@@ -51,7 +51,7 @@ from carbonaware.core.interruptible import (
     should_run,
 )
 from carbonaware.core.model import Reading, utc
-from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
+from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide, step_of
 from carbonaware.kube import builders, metrics
 from carbonaware.kube.builders import GROUP, PLURAL, VERSION, iso, parse_time
 from carbonaware.kube.models import (
@@ -438,6 +438,7 @@ class Tick:
         self.generation: int | None = meta.get("generation")
         self.created = parse_time(meta.get("creationTimestamp")) or datetime.now(UTC)
         self.current: dict[str, Any] = dict(body.get("status") or {})
+        self.plan_source: str | None = None  # whose forecast the interruptible plan used
         self.desired: dict[str, Any] = dict(self.current)
 
     # -- events: the transitions a person watches for ----------------------------------
@@ -688,7 +689,7 @@ class Tick:
                 action="run" if run else "wait",
                 reason=reason,
                 planned_start=now if run else None,
-                forecast_source="provider" if log.forecast else None,
+                forecast_source=self.plan_source,
                 deadline=submitted + spec.max_delay,
             )
         else:
@@ -893,11 +894,18 @@ class Tick:
         latest_finish = submitted + spec.max_delay + spec.expected_duration
         spans = builders.segment_spans(self.desired.get("segments"), now)
         ran = sum((b - a for a, b in spans), timedelta(0))
+        actual = [r for r in log.readings if not r.forecast and r.timestamp <= now]
         forecast = [r for r in log.forecast if r.timestamp > now]
+        self.plan_source = "provider" if forecast else None
+        if not forecast and actual and self.mem.source is not None:
+            # The provider has none: the own forecaster's, from the zone's past two weeks and
+            # this job's readings (the backtest's interruptible-own).
+            past = self._forecaster_history(spec, self.mem.source, log, now) + actual
+            forecast = profile_forecast(past, now, latest_finish - now, step_of(actual))
+            self.plan_source = "own-forecaster" if forecast else None
         gaps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(forecast)]
         step = min([g for g in gaps if g > timedelta(0)], default=timedelta(hours=1))
         work = remaining_steps(spec.expected_duration, ran, step)
-        actual = [r for r in log.readings if not r.forecast and r.timestamp <= now]
         steps_left = max(1, -(-(latest_finish - now) // step))
         if not actual:
             run = work >= steps_left  # nothing to compare: run only when there is no slack
@@ -910,6 +918,8 @@ class Tick:
             f"{actual[-1].intensity:.0f} g/kWh now; {work} step(s) of {step} of work left in "
             f"{len(values)} step(s) before {iso(latest_finish)}"
         )
+        if self.plan_source == "own-forecaster":
+            where += " (forecast from own forecaster: the provider has none)"
         why = (
             f"run: {where}, and this step is in the cleanest plan"
             if run
