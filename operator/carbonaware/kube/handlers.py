@@ -834,17 +834,16 @@ class Tick:
             (started, completed)
         ]
         # A resumed job's trainer reports its last run only (the earlier pods' reports went
-        # with them): then the time is that of every segment, and its own figures do not count.
-        resumed = spec.interruptible and len(spans) > 1
-        if resumed or (spec.interruptible and (result is None or result.duration_seconds is None)):
+        # with them): its figures do not count, the time of every segment does.
+        own = None if spec.interruptible and len(spans) > 1 else result
+        if own is not None and own.duration_seconds is not None:
+            run_time = timedelta(seconds=own.duration_seconds)
+        elif spec.interruptible:
             run_time = source.to_wall(sum((b - a for a, b in spans), timedelta(0)))
-        elif result is not None and result.duration_seconds is not None:
-            run_time = timedelta(seconds=result.duration_seconds)
         else:
             run_time = completed_wall - (started_wall or completed_wall)
         # Only a metered figure counts as measured; otherwise the spec's assumed power.
-        metered = result is not None and result.energy_method == "measured" and not resumed
-        measured = result.energy_kwh if metered and result is not None else None
+        measured = own.energy_kwh if own and own.energy_method == "measured" else None
         energy = accounting.energy_from(
             measured,
             spec.power.watts,
