@@ -679,3 +679,54 @@ def test_own_forecaster_reads_the_zones_history_once_for_all_its_jobs(
         assert sum(len(v) for v in config_map.data.values()) < 4096
     # Fifteen days are two 10-day past-range pages, fetched once for both jobs.
     assert fault_server.count(zone, "past-range") == 2
+
+
+def test_a_drop_seen_by_one_job_starts_the_zones_other_jobs_at_once(
+    crd, kube_api, kubeconfig: Path, tmp_path: Path, fault_server
+) -> None:
+    """An operator that polls each job once a minute: the first job waits; the zone drops;
+    a second job's first poll reads the drop, and the first job starts with it (the zone's
+    bell, kube/wakeups.py), from the cached reading, not a minute later at its own poll."""
+    from kubernetes import client
+
+    zone = "WAKE"
+    fault_server.set(zone, intensity=300)
+    with throwaway_namespace(kube_api, "wake") as ns:
+        client.CoreV1Api(kube_api).create_namespaced_secret(
+            ns, client.V1Secret(metadata=client.V1ObjectMeta(name="em"), string_data={"token": "t"})
+        )
+        operator = faultkit.OperatorProcess(
+            kubeconfig,
+            (ns,),
+            tmp_path / "operator.log",
+            extra_env={"CARBONAWARE_POLL_FLOOR": "60s", "CARBONAWARE_CACHE_TTL": "1s"},
+        ).start()
+        try:
+            spec = {
+                "zone": zone,
+                "provider": {
+                    "name": "electricitymaps",
+                    "baseUrl": fault_server.base_url,
+                    "secretRef": {"name": "em"},
+                },
+                "thresholdGramsPerKWh": 100,
+                "maxDelay": "6h",
+                "pollInterval": "1m",
+                "trainer": off_node(),
+            }
+            create(kube_api, ns, "first", spec)
+            wait_phase(kube_api, ns, "first", "Waiting", timeout=30)
+            fault_server.set(zone, intensity=50)
+            time.sleep(1.5)  # the cached 300 expires; "first" would not poll for a minute
+            dropped = time.monotonic()
+            create(kube_api, ns, "second", spec)
+            wait_phase(kube_api, ns, "second", "Running", timeout=30)
+            running = wait_phase(kube_api, ns, "first", "Running", timeout=30)
+            assert time.monotonic() - dropped < 30, "started at its own poll, not with the zone"
+            assert running["currentIntensity"] == 50, running
+            assert "50" in running["decision"]["reason"], running["decision"]
+            assert len(jobs_of(kube_api, ns, "first")) == 1
+            assert "zone WAKE: a new reading; waking its jobs" in operator.log_text()
+        finally:
+            operator.stop()
+            release(kube_api, ns)

@@ -271,3 +271,24 @@ def test_the_chain_passes_the_span_on(httpserver, em):
     week = chain.history("GB", timedelta(days=8))
     assert len(week) == 192 and {r.provider for r in week} == {"static"}
     assert chain.status("GB", "history").fell_back
+
+
+def test_a_changed_reading_is_announced_once_per_fetch_that_brings_it(httpserver, em):
+    """The operator wakes a zone's jobs on this: once per new reading, not per job."""
+    value = {"now": 300.0}
+    httpserver.expect_request(LATEST).respond_with_handler(
+        lambda request: answer(value["now"])(request)
+    )
+    clock, announced = FakeClock(), []
+    cache = ProviderCache(ttl_seconds=5, clock=clock, on_new_reading=announced.append)
+    cache.latest(em, "GB")
+    assert announced == []  # the first reading: nothing to compare it with
+    clock.now += 6
+    cache.latest(em, "GB")
+    assert announced == []  # the same reading again
+    value["now"] = 50.0
+    clock.now += 6
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        readings = list(pool.map(lambda _: cache.latest(em, "GB"), range(200)))
+    assert {r.intensity for r in readings} == {50.0}
+    assert announced == ["GB"]  # one fetch brought it: one announcement for 200 callers

@@ -1,9 +1,10 @@
 """kopf handlers: the thin shell between Kubernetes and the core.
 
-One timer per CarbonAwareJob (interval = the operator's poll floor) reconciles it. The data
-flows one way: provider → reading → log → policy → decision → Job → trainer result →
-accounting → status. Every object and status patch comes from a pure builder; this module
-only reads, calls the core, and writes. Nothing sleeps in a handler.
+One timer per CarbonAwareJob reconciles it once per poll floor, or as soon as its zone's
+reading changes (kube/wakeups.py: the provider cache rings the zone's bell). The data flows
+one way: provider → reading → log → policy → decision → Job → trainer result → accounting →
+status. Every object and status patch comes from a pure builder; this module only reads,
+calls the core, and writes. The blocking work runs on the operator's handler threads.
 
 Crash safety: the Job name is a function of the CarbonAwareJob's name and uid and Jobs are
 created with create → 409 → adopt, so a restart at any point never makes a second Job; the
@@ -22,8 +23,10 @@ creation so a restart resumes where it was); every time in status then is trace 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import contextvars
 import hashlib
 import itertools
 import json
@@ -32,6 +35,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -63,6 +67,7 @@ from carbonaware.kube.models import (
     parse_spec,
 )
 from carbonaware.kube.settings import OperatorSettings
+from carbonaware.kube.wakeups import StartWave, ZoneBells
 from carbonaware.providers.base import (
     ConfigError,
     Provider,
@@ -86,6 +91,9 @@ LOG_WRITE_ATTEMPTS = 5
 HISTORY_TTL_SECONDS = 3600.0
 # An apiserver that is down, restarting or overloaded answers these (or not at all).
 API_UNAVAILABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# kopf's pause between two runs of the reconcile handler, which does its own waiting.
+TIMER_SPIN_SECONDS = 0.05
+READ_OWN_WRITES_POLL_SECONDS = 0.05
 LOGGER = logging.getLogger(__name__)
 
 
@@ -141,17 +149,27 @@ class KubeApi:
         replaced = self.core.replace_namespaced_config_map(meta["name"], meta["namespace"], body)
         return replaced.metadata.resource_version
 
+    def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST the Job; its JSON as a dict. Not through the client's V1Job model, which
+        nothing here reads: at a drop hundreds of Jobs are created at once."""
+        namespace = body["metadata"]["namespace"]
+        response = self.batch.create_namespaced_job(namespace, body, _preload_content=False)
+        try:
+            return json.loads(response.data)
+        finally:
+            response.release_conn()
+
     def ensure_job(self, body: dict[str, Any], owner_uid: str) -> tuple[dict[str, Any], bool]:
         """Create the Job; if it exists (a retry, a restart) adopt it. (job, created)."""
         meta = body["metadata"]
         try:
-            return self._plain(self.batch.create_namespaced_job(meta["namespace"], body)), True
+            return self.create_job(body), True
         except ApiException as exc:
             if exc.status != 409:
                 raise
         existing = self.read_job(meta["namespace"], meta["name"])
         if existing is None:  # deleted between the two calls: try once more
-            return self._plain(self.batch.create_namespaced_job(meta["namespace"], body)), True
+            return self.create_job(body), True
         owners = existing["metadata"].get("ownerReferences") or []
         if not any(o.get("uid") == owner_uid for o in owners):
             raise ForeignJobError(
@@ -355,6 +373,18 @@ class Runtime:
     cache: ProviderCache
     lock: threading.Lock = field(default_factory=threading.Lock)
     sources: SharedSources = field(default_factory=SharedSources)
+    bells: ZoneBells = field(default_factory=ZoneBells)  # the cache rings them
+    wave: StartWave = field(default_factory=StartWave)
+    _executor: ThreadPoolExecutor | None = None
+
+    async def in_thread(self, call: Callable[[], Any]) -> Any:
+        """``call()`` on one of the operator's ``workers`` handler threads (the kubernetes
+        client blocks), with the caller's context (kopf's logging needs it)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="tick")
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, context.run, call)
 
 
 @dataclass
@@ -376,6 +406,12 @@ class JobMemory:
     # time left to whole steps would otherwise pause a job for minutes (a SIGTERM, a
     # checkpoint and a new pod each time).
     changed_at_reading: datetime | None = None
+    # When the last reconcile ended (event-loop clock) and the resourceVersion it saw: the
+    # next one waits for the rest of the interval, or for the zone's bell.
+    last_tick: float | None = None
+    rings_seen: int = 0
+    seen_version: str | None = None
+    patched: bool = False
 
 
 # --- status helpers ---------------------------------------------------------------------------
@@ -440,10 +476,24 @@ class Tick:
         self.current: dict[str, Any] = dict(body.get("status") or {})
         self.plan_source: str | None = None  # whose forecast the interruptible plan used
         self.desired: dict[str, Any] = dict(self.current)
+        self.started = False  # a Job was created, adopted or resumed: the urgent write
+        self.log: IntensityLog | None = None  # saved by finish()
+        self.events: list[tuple[str, str, bool]] = []
 
     # -- events: the transitions a person watches for ----------------------------------
     def event(self, reason: str, message: str, warning: bool = False) -> None:
-        (kopf.warn if warning else kopf.info)(self.body, reason=reason, message=message)
+        self.events.append((reason, message, warning))
+
+    def post_events(self) -> None:
+        """Post the Events this reconcile collected (kopf queues them; call in the loop)."""
+        for reason, message, warning in self.events:
+            (kopf.warn if warning else kopf.info)(self.body, reason=reason, message=message)
+        self.events.clear()
+
+    def finish(self) -> None:
+        """The bookkeeping after run(): write the log ConfigMap if it changed."""
+        if self.log is not None:
+            self._save_log(self.log)
 
     def run(self) -> dict[str, Any] | None:
         phase = self.current.get("phase")
@@ -473,8 +523,8 @@ class Tick:
         else:
             polled = self._poll(spec, source, log, now)
             now = source.now()  # a poll can block (timeouts, Retry-After): decide on time
+        self.log = log
         if self.desired.get("phase") == "Failed":
-            self._save_log(log)
             return self._finish_patch()
         if self.desired.get("jobName"):
             self._follow_job(spec, source, log, now)
@@ -482,7 +532,6 @@ class Tick:
             self._adopt_existing_job(source, now)
             if not self.desired.get("jobName"):
                 self._decide(spec, source, log, now, polled)
-        self._save_log(log)
         return self._finish_patch()
 
     def _finish_patch(self) -> dict[str, Any] | None:
@@ -749,6 +798,7 @@ class Tick:
                 self._fail("JobRejected", f"the Job was rejected: {_api_reason(exc)}")
                 return
             raise
+        self.started = True
         self.desired["decision"] = _decision_status(decision)
         if "deadline reached" in decision.reason:
             self.event("DeadlineReached", decision.reason, warning=True)
@@ -942,6 +992,7 @@ class Tick:
             return
         name = self.desired["jobName"]
         self.rt.kube.suspend_job(self.namespace, name, suspend=not run)
+        self.started = run
         segments = self.desired["segments"]
         if run:
             self.desired["segments"] = builders.open_segment(segments, now)
@@ -1027,6 +1078,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     def unfinished(status: Any, **_: Any) -> bool:
         return (status or {}).get("phase") not in TERMINAL_PHASES
 
+    # The timer only keeps the handler going: the handler waits itself, for the rest of the
+    # interval or for its zone's bell (kube/wakeups.py), which kopf's timers cannot do.
     # backoff: after an unexpected error (e.g. the apiserver is down) retry at the same pace.
     # when: a finished job has nothing left to do, so its timer stops (1,000 done jobs cost
     # nothing).
@@ -1034,18 +1087,32 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         GROUP,
         VERSION,
         PLURAL,
-        interval=interval,
+        interval=TIMER_SPIN_SECONDS,
         backoff=interval,
         when=unfinished,
         registry=registry,
         id="reconcile",
     )
-    def reconcile(body: Any, memo: Any, patch: Any, logger: Any, **_: Any) -> None:
+    async def reconcile(
+        body: Any, memo: Any, patch: Any, logger: Any, stopped: Any, **_: Any
+    ) -> None:
         memory = memo.get("job")
         if memory is None:
             memory = memo["job"] = JobMemory()
+        woken = await _wait_turn(runtime, memory, body, interval, stopped)
+        if stopped:
+            return
+        if woken:
+            memory.next_poll = 0.0  # read the zone's new reading now (from the cache)
+        tick = Tick(runtime, memory, body, logger)
+        memory.seen_version = body["metadata"].get("resourceVersion")
+        memory.rings_seen = runtime.bells.rung(_zone_of(body))
         try:
-            status_patch = Tick(runtime, memory, body, logger).run()
+            with runtime.wave.member(woken):
+                status_patch = await runtime.in_thread(tick.run)
+            if tick.started:
+                await runtime.wave.settled()  # the wave's Jobs first, then the bookkeeping
+            await runtime.in_thread(tick.finish)
         except Exception as exc:
             # The tick may have created the Job before it failed: look again next time.
             memory.adoption_checked = False
@@ -1055,6 +1122,10 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             raise kopf.TemporaryError(
                 f"the Kubernetes API is unavailable ({why}); retrying", delay=interval
             ) from None
+        finally:
+            memory.last_tick = asyncio.get_running_loop().time()
+            tick.post_events()
+        memory.patched = bool(status_patch)
         for key, value in (status_patch or {}).items():
             patch.status[key] = value
 
@@ -1066,3 +1137,30 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             metrics.set_phase(uid, None)  # its Job and log go with it (ownerReferences)
         else:
             metrics.set_phase(uid, (status or {}).get("phase") or "Pending")
+
+
+def _zone_of(body: Any) -> str:
+    return str((body.get("spec") or {}).get("zone") or "")
+
+
+async def _wait_turn(
+    runtime: Runtime, memory: JobMemory, body: Any, interval: float, stopped: Any
+) -> bool:
+    """Wait for this job's next reconcile: the rest of its interval, or less if its zone's
+    bell rings (then True). The first reconcile does not wait."""
+    if memory.last_tick is None:
+        return False
+    loop = asyncio.get_running_loop()
+    woken = await runtime.bells.wait(
+        _zone_of(body), memory.last_tick + interval - loop.time(), stopped, memory.rings_seen
+    )
+    # Read our own writes: status patched by the last reconcile must be in the body (the
+    # watch brings it) before the next one decides on it; a bell can ring within ms.
+    while (
+        memory.patched
+        and not stopped
+        and body["metadata"].get("resourceVersion") == memory.seen_version
+        and loop.time() < memory.last_tick + interval
+    ):
+        await asyncio.sleep(READ_OWN_WRITES_POLL_SECONDS)
+    return woken

@@ -36,6 +36,7 @@ from kubernetes.client.exceptions import ApiException
 from carbonaware.kube import metrics
 from carbonaware.kube.handlers import KubeApi, Runtime, register
 from carbonaware.kube.settings import OperatorSettings, SettingsError, load_settings
+from carbonaware.kube.wakeups import ZoneBells
 from carbonaware.providers.cache import ProviderCache
 
 WATCH_SERVER_TIMEOUT = 270  # seconds; the apiserver closes each watch after this
@@ -101,10 +102,12 @@ def build_registry(
     settings: OperatorSettings, kube: KubeApi | None = None
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    bells = ZoneBells()
     runtime = Runtime(
         settings=settings,
         kube=kube or KubeApi(),
-        cache=ProviderCache(settings.cache_ttl.total_seconds()),
+        cache=ProviderCache(settings.cache_ttl.total_seconds(), on_new_reading=bells.ring),
+        bells=bells,
     )
     register(registry, runtime)
 

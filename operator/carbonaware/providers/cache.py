@@ -6,6 +6,9 @@ them get the same readings until the TTL passes. Failures that are the provider'
 (ProviderError) are cached too, for ``error_ttl_seconds``, so a rate-limited or down API is
 not hammered by every job at once.
 
+``on_new_reading(zone)`` is called (in the fetching thread) when a fetch of ``latest`` brings a
+reading that differs from the one it replaces: the operator wakes that zone's jobs with it.
+
 Thread-safe; the ``a*`` methods run the lookup in a worker thread for asyncio callers. Note
 for replays: the TTL is in ``clock`` seconds (wall time), so at ``speed=3600`` a 60 s TTL
 spans an hour of trace.
@@ -49,12 +52,14 @@ class ProviderCache:
         clock: Callable[[], float] = time.monotonic,
         *,
         error_ttl_seconds: float | None = None,
+        on_new_reading: Callable[[str], None] | None = None,
     ) -> None:
         if ttl_seconds < 0:
             raise ValueError(f"ttl_seconds must be >= 0, got {ttl_seconds}")
         self.ttl = float(ttl_seconds)
         self.error_ttl = min(self.ttl, 30.0) if error_ttl_seconds is None else error_ttl_seconds
         self._clock = clock
+        self._on_new_reading = on_new_reading
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str, str], _Entry] = {}
         self._inflight: dict[tuple[str, str, str], Future] = {}
@@ -114,6 +119,7 @@ class ProviderCache:
             if entry is not None and entry.expires > self._clock():
                 self.hits += 1
                 return _unwrap(entry)
+            previous = entry.value if entry is not None else None
             future = self._inflight.get(key)
             leader = future is None
             if leader:
@@ -136,6 +142,8 @@ class ProviderCache:
             raise
         self._settle(key, _Entry(self._clock() + (self.ttl if ttl is None else ttl), value=value))
         future.set_result(value)
+        if kind == "latest" and self._on_new_reading is not None and _changed(previous, value):
+            self._on_new_reading(zone)
         return value
 
     def _settle(self, key: tuple[str, str, str], entry: _Entry | None) -> None:
@@ -148,6 +156,13 @@ class ProviderCache:
                 now = self._clock()
                 for stale in [k for k, e in self._entries.items() if e.expires <= now]:
                     del self._entries[stale]
+
+
+def _changed(previous: Reading | None, reading: Reading) -> bool:
+    """A reading after a first one that says something new (its time or its value)."""
+    if previous is None:
+        return False  # the zone's first reading: its jobs are reading it already
+    return (previous.timestamp, previous.intensity) != (reading.timestamp, reading.intensity)
 
 
 def _unwrap(entry: _Entry) -> Any:

@@ -1,0 +1,111 @@
+"""Waking jobs when their zone's reading changes, and letting a wave of starts go first.
+
+kopf's timers cannot be woken early, so each job's reconcile handler waits itself: for its
+interval, or until its zone's bell rings, whichever comes first. The provider cache rings a
+zone's bell when a fetch brings a reading that differs from the one before (a drop, a rise,
+a new hour). Every job of that zone then reconciles at once on the cached reading, without
+another provider request, instead of one by one over the next interval.
+
+A drop can make hundreds of jobs start together. Each start is one urgent write (the Job)
+and some bookkeeping (status, the log ConfigMap, an Event). The StartWave lets every job
+woken by the bell create its Job before any of them does its bookkeeping, so the last Job
+is not queued behind everybody's status and log writes. The bookkeeping follows at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+# How long a started job's bookkeeping may wait for the rest of its wave: a bound, so that a
+# stuck start (an apiserver timeout) never holds everyone's status back for long.
+MAX_WAVE_WAIT_SECONDS = 30.0
+LOGGER = logging.getLogger(__name__)
+
+
+class ZoneBells:
+    """One bell per zone: ``ring`` from any thread, ``wait`` in the event loop."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self._rung: dict[str, int] = {}  # rings so far, per zone
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def rung(self, zone: str) -> int:
+        """How often the zone's bell has rung: a job notes it when it starts reconciling,
+        and does not wait at all if it rang meanwhile (it was busy, not listening)."""
+        return self._rung.get(zone, 0)
+
+    async def wait(self, zone: str, timeout: float, stopped: Any = None, seen: int = 0) -> bool:
+        """True when the zone's bell rang within ``timeout`` seconds, or since the job saw
+        ``seen`` rings; False on timeout or when ``stopped`` (kopf's stop flag: the object is
+        deleted, the operator exits)."""
+        self._loop = asyncio.get_running_loop()
+        if self.rung(zone) > seen:
+            return True
+        if timeout <= 0:
+            return False
+        event = self._events.get(zone)
+        if event is None:
+            event = self._events[zone] = asyncio.Event()
+        waits = [asyncio.ensure_future(event.wait())]
+        if stopped is not None:
+            waits.append(asyncio.ensure_future(stopped.wait()))
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in waits:
+                task.cancel()
+        return waits[0] in done and not (stopped is not None and stopped)
+
+    def ring(self, zone: str) -> None:
+        """Wake every job waiting on ``zone``. Thread-safe; a no-op before any wait."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+            loop.call_soon_threadsafe(self._ring, zone)
+
+    def _ring(self, zone: str) -> None:
+        self._rung[zone] = self._rung.get(zone, 0) + 1
+        LOGGER.info(f"zone {zone}: a new reading; waking its jobs")
+        event = self._events.pop(zone, None)  # later waiters wait for the next ring
+        if event is not None:
+            event.set()
+
+
+class StartWave:
+    """Counts the reconciles a bell woke that are still deciding (or creating their Job);
+    ``settled`` waits, in the event loop, until there are none (at most ``max_wait``)."""
+
+    def __init__(self, max_wait: float = MAX_WAVE_WAIT_SECONDS) -> None:
+        self.max_wait = max_wait
+        self.deciding = 0
+        self._quiet: asyncio.Event | None = None
+
+    @contextlib.contextmanager
+    def member(self, woken: bool) -> Iterator[None]:
+        if not woken:
+            yield
+            return
+        self.deciding += 1
+        try:
+            yield
+        finally:
+            self.deciding -= 1
+            if self.deciding == 0 and self._quiet is not None:
+                self._quiet.set()
+                self._quiet = None
+
+    async def settled(self) -> None:
+        if self.deciding == 0:
+            return
+        if self._quiet is None:
+            self._quiet = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._quiet.wait(), self.max_wait)
