@@ -6,7 +6,8 @@ import asyncio
 import threading
 import time
 
-from carbonaware.kube.wakeups import StartWave, ZoneBells
+import pytest
+from carbonaware.kube.wakeups import StartWave, UrgentFirstExecutor, ZoneBells
 
 
 class Stop:
@@ -96,3 +97,29 @@ def test_a_stuck_member_holds_the_others_back_only_up_to_the_bound():
             return time.monotonic() - started
 
     assert 0.15 < asyncio.run(scenario()) < 2
+
+
+def test_urgent_work_overtakes_bookkeeping_queued_before_it():
+    """A zone dropping while an earlier wave's log writes are queued: its Job creations go
+    first."""
+    executor, order, gate = UrgentFirstExecutor(workers=1), [], threading.Event()
+    busy = executor.submit(gate.wait)  # the one thread is busy
+    later = [executor.submit(lambda i=i: order.append(f"log {i}")) for i in range(3)]
+    urgent = [executor.submit(lambda i=i: order.append(f"job {i}"), urgent=True) for i in range(2)]
+    gate.set()
+    for future in [busy, *later, *urgent]:
+        future.result(timeout=5)
+    assert order == ["job 0", "job 1", "log 0", "log 1", "log 2"]
+
+
+def test_the_executor_keeps_to_its_threads_and_hands_back_errors():
+    executor = UrgentFirstExecutor(workers=4)
+    names = [executor.submit(lambda: (time.sleep(0.02), threading.current_thread().name)[1])
+             for _ in range(40)]  # fmt: skip
+    assert 1 <= len({f.result(timeout=10) for f in names}) <= 4
+
+    def broken() -> None:
+        raise ValueError("the apiserver said no")
+
+    with pytest.raises(ValueError, match="said no"):
+        executor.submit(broken).result(timeout=5)

@@ -35,7 +35,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -67,7 +66,7 @@ from carbonaware.kube.models import (
     parse_spec,
 )
 from carbonaware.kube.settings import OperatorSettings
-from carbonaware.kube.wakeups import StartWave, ZoneBells
+from carbonaware.kube.wakeups import StartWave, UrgentFirstExecutor, ZoneBells
 from carbonaware.providers.base import (
     ConfigError,
     Provider,
@@ -375,16 +374,16 @@ class Runtime:
     sources: SharedSources = field(default_factory=SharedSources)
     bells: ZoneBells = field(default_factory=ZoneBells)  # the cache rings them
     wave: StartWave = field(default_factory=StartWave)
-    _executor: ThreadPoolExecutor | None = None
+    _executor: UrgentFirstExecutor | None = None
 
-    async def in_thread(self, call: Callable[[], Any]) -> Any:
+    async def in_thread(self, call: Callable[[], Any], urgent: bool = False) -> Any:
         """``call()`` on one of the operator's ``workers`` handler threads (the kubernetes
-        client blocks), with the caller's context (kopf's logging needs it)."""
+        client blocks), with the caller's context (kopf's logging needs it); ``urgent``
+        work goes before other work already queued."""
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="tick")
+            self._executor = UrgentFirstExecutor(self.settings.workers)
         context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, context.run, call)
+        return await asyncio.wrap_future(self._executor.submit(lambda: context.run(call), urgent))
 
 
 @dataclass
@@ -1109,7 +1108,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         memory.rings_seen = runtime.bells.rung(_zone_of(body))
         try:
             with runtime.wave.member(woken):
-                status_patch = await runtime.in_thread(tick.run)
+                status_patch = await runtime.in_thread(tick.run, urgent=woken)
             if tick.started:
                 await runtime.wave.settled()  # the wave's Jobs first, then the bookkeeping
             await runtime.in_thread(tick.finish)
@@ -1129,9 +1128,10 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         for key, value in (status_patch or {}).items():
             patch.status[key] = value
 
-    # A watch-event handler (not on.delete): it needs no finalizer and writes nothing.
+    # A watch-event handler (not on.delete): it needs no finalizer and writes nothing. Async:
+    # it does no I/O, and kopf would otherwise start a thread pool of its own for it.
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="track")
-    def track(type: str, uid: str, status: Any, **_: Any) -> None:
+    async def track(type: str, uid: str, status: Any, **_: Any) -> None:
         """Jobs by phase for the metrics, from what the watch sees (restarts included)."""
         if type == "DELETED":
             metrics.set_phase(uid, None)  # its Job and log go with it (ownerReferences)

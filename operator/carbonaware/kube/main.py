@@ -95,7 +95,6 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) 
     kopf_settings.peering.name = settings.peering_name
     kopf_settings.peering.mandatory = False  # without the peering CRD: run, and warn
     kopf_settings.posting.level = logging.INFO  # kopf's own Events only for real news
-    kopf_settings.execution.max_workers = settings.workers
 
 
 def build_registry(

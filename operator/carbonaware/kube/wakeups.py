@@ -9,15 +9,21 @@ another provider request, instead of one by one over the next interval.
 A drop can make hundreds of jobs start together. Each start is one urgent write (the Job)
 and some bookkeeping (status, the log ConfigMap, an Event). The StartWave lets every job
 woken by the bell create its Job before any of them does its bookkeeping, so the last Job
-is not queued behind everybody's status and log writes. The bookkeeping follows at once.
+is not queued behind everybody's status and log writes; and the handler threads
+(UrgentFirstExecutor) take a woken job's work before log writes queued earlier, so a zone
+that drops a few seconds after another does not wait behind the first wave's bookkeeping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any
 
 # How long a started job's bookkeeping may wait for the rest of its wave: a bound, so that a
@@ -109,3 +115,43 @@ class StartWave:
             self._quiet = asyncio.Event()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._quiet.wait(), self.max_wait)
+
+
+class UrgentFirstExecutor:
+    """``workers`` threads that run urgent work before other work queued earlier (a plain
+    ThreadPoolExecutor is first come, first served). Threads start on demand, as
+    ThreadPoolExecutor's do, and are daemons: a blocked API call never holds up an exit."""
+
+    def __init__(self, workers: int, name: str = "tick") -> None:
+        self.workers = workers
+        self.name = name
+        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], Any], Future]] = (
+            queue.PriorityQueue()
+        )
+        self._order = itertools.count()  # first come, first served within a priority
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, call: Callable[[], Any], urgent: bool = False) -> Future:
+        future: Future = Future()
+        self._queue.put((0 if urgent else 1, next(self._order), call, future))
+        if not self._idle.acquire(blocking=False):  # no thread is idle: start one if allowed
+            with self._lock:
+                if len(self._threads) < self.workers:
+                    name = f"{self.name}-{len(self._threads)}"
+                    thread = threading.Thread(target=self._work, name=name, daemon=True)
+                    self._threads.append(thread)
+                    thread.start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            _, _, call, future = self._queue.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # to the awaiting handler, as executors do
+                    future.set_exception(exc)
+            del call, future
+            self._idle.release()
