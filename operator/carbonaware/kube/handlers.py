@@ -1108,7 +1108,9 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         memory.rings_seen = runtime.bells.rung(_zone_of(body))
         try:
             with runtime.wave.member(woken):
-                status_patch = await runtime.in_thread(tick.run, urgent=woken)
+                # Deciding is urgent, bookkeeping is not: a zone whose reading changes while
+                # another zone's wave writes its logs is seen (and started) at once.
+                status_patch = await runtime.in_thread(tick.run, urgent=True)
             if tick.started:
                 await runtime.wave.settled()  # the wave's Jobs first, then the bookkeeping
             await runtime.in_thread(tick.finish)

@@ -10,8 +10,9 @@ A drop can make hundreds of jobs start together. Each start is one urgent write 
 and some bookkeeping (status, the log ConfigMap, an Event). The StartWave lets every job
 woken by the bell create its Job before any of them does its bookkeeping, so the last Job
 is not queued behind everybody's status and log writes; and the handler threads
-(UrgentFirstExecutor) take a woken job's work before log writes queued earlier, so a zone
-that drops a few seconds after another does not wait behind the first wave's bookkeeping.
+(UrgentFirstExecutor) take any job's reading and deciding before log writes queued earlier,
+so a zone whose reading changes a few seconds after another's is neither seen nor started
+late because of the first wave's bookkeeping.
 """
 
 from __future__ import annotations
