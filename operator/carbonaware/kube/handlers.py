@@ -370,7 +370,6 @@ class Runtime:
     settings: OperatorSettings
     kube: KubeApi
     cache: ProviderCache
-    lock: threading.Lock = field(default_factory=threading.Lock)
     sources: SharedSources = field(default_factory=SharedSources)
     bells: ZoneBells = field(default_factory=ZoneBells)  # the cache rings them
     wave: StartWave = field(default_factory=StartWave)
