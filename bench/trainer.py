@@ -9,7 +9,9 @@ repeats (so a noisy neighbour hurts both alike); the table shows the median of e
 
 Textbook side: torchvision.datasets.MNIST + ToTensor + Normalize((0.1307,), (0.3081,)),
 DataLoader(batch_size=64, shuffle=True), Adadelta(lr=1.0), the loop of PyTorch's MNIST example.
-Trainer side: carbontrainer.train.train() with its defaults (one epoch over the same samples).
+Trainer side: carbontrainer.train.train() with its defaults (one epoch over the same samples):
+bf16 autocast on CPUs with native bf16 (AVX512-BF16, AMX) and on CUDA, else fp32. The
+trainer-fp32 side is the same loop with --no-amp, to show what the loop alone gains.
 Throughput counts training only (not the one-off dataset load, not the test pass).
 """
 
@@ -80,10 +82,13 @@ def run_textbook(data_dir: Path, samples: int, device_name: str, seed: int) -> d
         "samples_per_second": samples / seconds,
         "accuracy": correct / len(test_set),
         "threads": torch.get_num_threads(),
+        "precision": "fp32",
     }
 
 
-def run_trainer(data_dir: Path, samples: int, device_name: str, seed: int) -> dict:
+def run_trainer(
+    data_dir: Path, samples: int, device_name: str, seed: int, amp: bool = True
+) -> dict:
     from carbontrainer.train import TrainConfig, train
 
     outcome = train(
@@ -93,6 +98,7 @@ def run_trainer(data_dir: Path, samples: int, device_name: str, seed: int) -> di
             max_samples=samples,
             device=device_name,
             seed=seed,
+            amp=amp,
             log_every=0,
         ),
         log=lambda _line: None,
@@ -103,10 +109,16 @@ def run_trainer(data_dir: Path, samples: int, device_name: str, seed: int) -> di
         "samples_per_second": outcome.samples_per_second,
         "accuracy": outcome.accuracy,
         "threads": outcome.threads,
+        "precision": outcome.precision,
     }
 
 
-RUNNERS = {"textbook": run_textbook, "trainer": run_trainer}
+def run_trainer_fp32(data_dir: Path, samples: int, device_name: str, seed: int) -> dict:
+    """The trainer with --no-amp: what its loop gains without mixed precision."""
+    return run_trainer(data_dir, samples, device_name, seed, amp=False)
+
+
+RUNNERS = {"textbook": run_textbook, "trainer": run_trainer, "trainer-fp32": run_trainer_fp32}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -170,20 +182,26 @@ def main() -> None:
         f"\n{args.samples} samples, device {args.device}, {args.repeats} repeat(s), "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
-    header = f"{'':10} {'samples/s':>10} {'seconds':>9} {'accuracy':>9} {'peak RSS MB':>12}"
+    header = (
+        f"{'':12} {'precision':>9} {'samples/s':>10} {'seconds':>9} {'accuracy':>9} "
+        f"{'peak RSS MB':>12}"
+    )
     if args.device == "cuda":
         header += f" {'peak GPU MB':>12}"
     print(header)
     for side in RUNNERS:
         row = (
-            f"{side:10} {median(side, 'samples_per_second'):10.0f} {median(side, 'seconds'):9.1f} "
+            f"{side:12} {runs[side][0]['precision']:>9} "
+            f"{median(side, 'samples_per_second'):10.0f} {median(side, 'seconds'):9.1f} "
             f"{median(side, 'accuracy'):9.4f} {median(side, 'peak_rss_mb'):12.0f}"
         )
         if args.device == "cuda":
             row += f" {median(side, 'peak_gpu_mb'):12.0f}"
         print(row)
-    ratio = median("trainer", "samples_per_second") / median("textbook", "samples_per_second")
-    print(f"throughput ratio trainer/textbook: {ratio:.2f}x")
+    textbook = median("textbook", "samples_per_second")
+    for side in ("trainer", "trainer-fp32"):
+        ratio = median(side, "samples_per_second") / textbook
+        print(f"throughput ratio {side}/textbook: {ratio:.2f}x")
     if args.samples >= 60_000:
         for side in RUNNERS:
             print(f"one full epoch, {side}: {median(side, 'seconds'):.1f} s")

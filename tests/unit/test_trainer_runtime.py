@@ -1,11 +1,22 @@
-"""CPU count under cgroup quotas (what a Kubernetes pod's `limits.cpu` becomes)."""
+"""Where the trainer runs: CPU count under cgroup quotas (what a Kubernetes pod's `limits.cpu`
+becomes), CPU mixed precision, and the allocator setting of CPU training."""
 
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
-from carbontrainer.runtime import cgroup_cpu_limit, usable_cpus
+import pytest
+import torch
+from carbontrainer.runtime import (
+    cgroup_cpu_limit,
+    choose_precision,
+    cpu_has_native_bf16,
+    usable_cpus,
+)
 
 # The cgroup files are written under tmp_path: this machine's own cgroup has no CPU quota, so
 # the quota a pod would get cannot be read for real here.
@@ -36,3 +47,61 @@ def test_cgroup_v1_unlimited(tmp_path: Path) -> None:
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert cgroup_cpu_limit(tmp_path) is None
+
+
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def test_cpu_mixed_precision_follows_the_cpus_bf16_instructions() -> None:
+    # The kernel's own CPU flags are the independent source: bf16 autocast on a CPU without
+    # native bf16 would be emulated, slower than fp32.
+    native = bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    cpu = torch.device("cpu")
+    assert cpu_has_native_bf16() == native
+    assert choose_precision(cpu, amp=True).label == ("bfloat16" if native else "fp32")
+    assert choose_precision(cpu, amp=False).label == "fp32"
+    assert not choose_precision(cpu, amp=True).needs_grad_scaler
+
+
+FAULTS_PER_STEP = """
+import resource, sys, torch, torch.nn.functional as F
+from carbontrainer.model import MnistNet
+from carbontrainer.runtime import keep_freed_buffers
+if sys.argv[1] == "tuned":
+    assert keep_freed_buffers()
+torch.set_num_threads(1)
+model = MnistNet()
+optimizer = torch.optim.Adadelta(model.parameters())
+images, labels = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+def step():
+    optimizer.zero_grad()
+    F.nll_loss(model(images), labels).backward()
+    optimizer.step()
+for _ in range(3):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the tuning is glibc's mallopt")
+def test_training_steps_reuse_their_buffers_instead_of_faulting_them_in() -> None:
+    # Each variant in its own process: the allocator setting is process-wide and sticky.
+    def faults(mode: str) -> float:
+        out = subprocess.run(
+            [sys.executable, "-c", FAULTS_PER_STEP, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return float(out.stdout.strip().splitlines()[-1])
+
+    default, tuned = faults("default"), faults("tuned")
+    # Measured here: ~5,500 minor page faults per step by default, ~30 tuned.
+    assert tuned < default / 10, (default, tuned)

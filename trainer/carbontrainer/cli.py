@@ -129,7 +129,8 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     "--amp/--no-amp",
     default=True,
     show_default=True,
-    help="Mixed precision on CUDA (bf16 where supported, else fp16).",
+    help="Mixed precision: bf16 on CPUs with native bf16 (AVX512-BF16, AMX) and on CUDA "
+    "where supported (else fp16 there); fp32 elsewhere.",
 )
 @click.option(
     "--log-every",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
 from dataclasses import dataclass
@@ -56,6 +57,33 @@ def configure_threads(threads: int | None) -> int:
     return count
 
 
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's maximum on 64-bit
+_TRIM_THRESHOLD_BYTES = 1 << 30
+
+
+def keep_freed_buffers() -> bool:
+    """Make glibc reuse freed activation buffers instead of unmapping them; False if not glibc.
+
+    glibc serves blocks above its mmap threshold (128 KiB at first, raised only as larger
+    blocks are freed) with a fresh mmap and unmaps them on free, so a CPU training step
+    page-faults most of its activations and gradients in again every step: 20-30 % of a
+    step's time on the benchmark machine (docs/benchmarks.md). A fixed 32 MiB threshold and a
+    1 GiB trim threshold keep those pages in the heap for the next step. Peak memory is about
+    the same (the same buffers are live at the peak); freed memory is kept, not returned.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl, macOS, Windows: their allocators differ
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
+    )
+
+
 class DeviceError(Exception):
     """The asked-for device is not available."""
 
@@ -70,7 +98,8 @@ def choose_device(name: str) -> torch.device:
 
 @dataclass(frozen=True)
 class Precision:
-    """Autocast settings: mixed precision on CUDA (bf16 where supported, else fp16 + scaler)."""
+    """Autocast settings: bf16 on CUDA where supported (else fp16 + scaler) and on CPUs with
+    native bf16 instructions; fp32 otherwise."""
 
     autocast_dtype: torch.dtype | None
     needs_grad_scaler: bool
@@ -80,12 +109,29 @@ class Precision:
         return "fp32" if self.autocast_dtype is None else str(self.autocast_dtype).split(".")[-1]
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: oneDNN then runs bf16 convolutions and matmuls in hardware.
+
+    Elsewhere oneDNN emulates bf16 with fp32 instructions, slower than plain fp32, so the CPU
+    autocast is only worth it here. Older torch (Debian's 1.13) cannot tell: it stays fp32.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def choose_precision(device: torch.device, amp: bool) -> Precision:
-    if device.type != "cuda" or not amp:
+    if not amp:
         return Precision(None, False)
-    if torch.cuda.is_bf16_supported():
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return Precision(torch.bfloat16, False)
+        return Precision(torch.float16, True)
+    if device.type == "cpu" and cpu_has_native_bf16():
+        # bf16 keeps fp32's exponent range: no grad scaler needed.
         return Precision(torch.bfloat16, False)
-    return Precision(torch.float16, True)
+    return Precision(None, False)
 
 
 def make_grad_scaler(enabled: bool):

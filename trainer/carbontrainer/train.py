@@ -21,6 +21,7 @@ from .runtime import (
     choose_device,
     choose_precision,
     configure_threads,
+    keep_freed_buffers,
     make_grad_scaler,
 )
 
@@ -146,6 +147,8 @@ def train(
     """
     device = choose_device(config.device)
     threads = configure_threads(config.threads)
+    if device.type == "cpu":
+        keep_freed_buffers()
     precision = choose_precision(device, config.amp)
     notes: list[str] = []
     torch.manual_seed(config.seed)
