@@ -45,6 +45,25 @@ def test_missing_data_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
     assert final["status"] == "error" and final["exit_code"] == 2
 
 
+@pytest.mark.parametrize("option", ["--checkpoint-dir", "--output-dir"])
+def test_unwritable_folder_is_one_line_and_exit_2_before_training(
+    tmp_path: Path, mnist_dir: Path, option: str
+) -> None:
+    # A path under a regular file: not creatable even as root (a read-only mode would not
+    # stop root, which these tests may run as).
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    folder = blocker / "sub"
+    result = _run(["--data-dir", str(mnist_dir), *QUICK, option, str(folder)], tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and option in lines[0] and str(folder) in lines[0], result.stderr
+    assert "training on" not in result.stdout  # refused before any work, not after an epoch
+    final = _final_json(result.stdout)
+    assert final["status"] == "error" and final["exit_code"] == 2
+
+
 def test_bad_flag_is_one_line_and_exit_2(tmp_path: Path, mnist_dir: Path) -> None:
     result = _run(["--data-dir", str(mnist_dir), "--epochs", "0"], tmp_path)
     assert result.returncode == 2

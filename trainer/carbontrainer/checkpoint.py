@@ -26,6 +26,24 @@ class CheckpointError(Exception):
     """A checkpoint exists but cannot be used (corrupt, or written with other settings)."""
 
 
+class FolderError(Exception):
+    """A folder the run must write (checkpoints, the final model) cannot be written."""
+
+
+def require_writable(directory: Path, option: str) -> None:
+    """Fail before training, not after an epoch: an unwritable folder is bad input."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise FolderError(
+            f"{option} {directory} cannot be written ({reason}, as uid {os.getuid()}): "
+            f"point {option} at a writable folder or mount a volume there"
+        ) from error
+
+
 def checkpoint_path(directory: Path) -> Path:
     return directory / CHECKPOINT_NAME
 

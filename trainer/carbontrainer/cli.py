@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, FolderError
 from .data import MissingDataError
 from .energy import DEFAULT_WATTS_PER_CORE, EnergyMonitor
 from .report import (
@@ -218,7 +218,7 @@ def run(
     }
     try:
         outcome = train(config, log=_log, should_stop=stop)
-    except (MissingDataError, CheckpointError, DeviceError) as error:
+    except (MissingDataError, CheckpointError, FolderError, DeviceError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr, flush=True)
         result.update(exit_code=EXIT_USAGE, error=str(error))
     except Exception as error:

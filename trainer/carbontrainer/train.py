@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, require_writable, save_checkpoint
 from .data import Mnist, load_mnist, normalise
 from .model import MnistNet
 from .runtime import (
@@ -146,6 +146,10 @@ def train(
     checkpoint and returns with status "interrupted".
     """
     device = choose_device(config.device)
+    if config.checkpoint_dir is not None:
+        require_writable(config.checkpoint_dir, "--checkpoint-dir")
+    if config.output_dir is not None:
+        require_writable(config.output_dir, "--output-dir")
     threads = configure_threads(config.threads)
     if device.type == "cpu":
         keep_freed_buffers()
