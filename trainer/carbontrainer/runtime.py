@@ -117,8 +117,9 @@ def cpu_has_native_bf16() -> bool:
     """
     if not torch.backends.mkldnn.is_available():
         return False
+    cpu = getattr(torch, "cpu", None)  # a package of its own only in newer torch
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
 def choose_precision(device: torch.device, amp: bool) -> Precision:
