@@ -279,10 +279,11 @@ def main() -> None:
         # all zones are polled within about a second of each other, since their jobs were
         # admitted together) from the operator's reaction: from the first provider answer
         # that could carry the drop to the last Job.
-        polled_after = [min((t for t in server.times(z) if t >= drop), default=float("nan"))
+        polls = {z: server.times(z) for z in ZONES}
+        polled_after = [min((t for t in polls[z] if t >= drop), default=float("nan"))
                         for z in ZONES]  # fmt: skip
         poll_waits = [t - drop for t in polled_after]
-        polled_before = max(t for z in ZONES for t in server.times(z) if t < drop)
+        polled_before = max(t for times in polls.values() for t in times if t < drop)
         reaction = max(arrived.values()) - min(polled_after) if arrived else float("nan")
         peak = rss_peak_mb(operator.process.pid)
 
