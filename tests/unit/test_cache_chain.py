@@ -292,3 +292,43 @@ def test_a_changed_reading_is_announced_once_per_fetch_that_brings_it(httpserver
         readings = list(pool.map(lambda _: cache.latest(em, "GB"), range(200)))
     assert {r.intensity for r in readings} == {50.0}
     assert announced == ["GB"]  # one fetch brought it: one announcement for 200 callers
+
+
+def test_following_the_grid_sees_each_new_reading_just_after_it_is_due(httpserver, em):
+    """A provider publishing a reading every 2 s, a 2 s TTL, and a caller asking every
+    0.3 s (as waiting jobs do): once the cache has seen two readings on the grid, it fetches
+    each new one itself just after its period starts and announces it within a fraction of
+    a second, where fetches at an arbitrary phase would see it 0-2 s late; still one
+    request per TTL."""
+    period = 2
+
+    def on_the_grid(request):
+        stamp = int(time.time()) // period * period
+        when = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(stamp))
+        return Response(
+            f'{{"zone": "GB", "carbonIntensity": {100 + stamp % 100}, "datetime": "{when}"}}',
+            content_type="application/json",
+        )
+
+    httpserver.expect_request(LATEST).respond_with_handler(on_the_grid)
+    announced: list[float] = []
+    cache = ProviderCache(
+        ttl_seconds=period,
+        follow_grid=True,
+        on_new_reading=lambda zone: announced.append(time.time()),
+    )
+    started = time.time()
+    try:
+        while time.time() < started + 7 * period:
+            cache.latest(em, "GB")
+            time.sleep(0.3)
+    finally:
+        cache.close()
+    elapsed = time.time() - started
+    requests = len(httpserver.log)
+    assert requests <= elapsed / period + 2, requests  # the first, one per TTL, one learning
+    # the grid is learnt from the second reading on (within two periods); after that, each
+    # new reading is announced well within a second of its period's start
+    late = [t - (t // period * period) for t in announced if t > started + 2 * period + 0.5]
+    assert len(late) >= 4, announced
+    assert max(late) < 0.7, late

@@ -29,6 +29,12 @@ def test_defaults_replay_the_bundled_demo_trace() -> None:
     assert Path(settings.trace).is_file()
 
 
+def test_follow_grid_is_on_unless_switched_off() -> None:
+    assert load_settings({}).follow_grid is True
+    assert load_settings({"CARBONAWARE_FOLLOW_GRID": "False"}).follow_grid is False
+    assert load_settings({"CARBONAWARE_FOLLOW_GRID": "yes"}).follow_grid is True
+
+
 def test_namespaces_and_durations() -> None:
     settings = load_settings(
         {"CARBONAWARE_NAMESPACES": "ml, research ,", "CARBONAWARE_POLL_FLOOR": "1m30s"}
@@ -46,6 +52,7 @@ def test_namespaces_and_durations() -> None:
         ({"CARBONAWARE_DEFAULT_PROVIDER": "carbonfairy"}, "unknown provider"),
         ({"CARBONAWARE_API_BACKOFFS": "1,two"}, "CARBONAWARE_API_BACKOFFS"),
         ({"CARBONAWARE_API_BACKOFFS": "1,0"}, "between 0 and 3600"),
+        ({"CARBONAWARE_FOLLOW_GRID": "sometimes"}, "CARBONAWARE_FOLLOW_GRID: expected true"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict, needle: str) -> None:

@@ -105,7 +105,11 @@ def build_registry(
     runtime = Runtime(
         settings=settings,
         kube=kube or KubeApi(),
-        cache=ProviderCache(settings.cache_ttl.total_seconds(), on_new_reading=bells.ring),
+        cache=ProviderCache(
+            settings.cache_ttl.total_seconds(),
+            on_new_reading=bells.ring,
+            follow_grid=settings.follow_grid,
+        ),
         bells=bells,
     )
     register(registry, runtime)

@@ -37,6 +37,9 @@ class OperatorSettings:
     trainer_image: str = "carbonaware/trainer:dev"
     poll_floor: timedelta = timedelta(seconds=10)  # no job polls more often than this
     cache_ttl: timedelta = timedelta(seconds=30)  # shared provider cache: one call per TTL
+    # Phase each zone's polls to its readings' grid, so a new reading is seen within about a
+    # second of its publication instead of up to a TTL later (providers/cache.py).
+    follow_grid: bool = True
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     log_budget_bytes: int = DEFAULT_BUDGET_BYTES
     stale_after: timedelta = timedelta(hours=2)  # readings older than this are stale
@@ -77,6 +80,17 @@ def _number(env: Mapping[str, str], key: str, default, kind=float):
         raise SettingsError(f"{PREFIX}{key}: not a number: {text!r}") from None
 
 
+def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:
+    text = env.get(PREFIX + key, "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{PREFIX}{key}: expected true or false, got {text!r}")
+
+
 def _backoffs(env: Mapping[str, str], key: str, default: tuple[float, ...]) -> tuple[float, ...]:
     text = env.get(PREFIX + key)
     if not text:
@@ -106,6 +120,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> OperatorSettings:
         trainer_image=env.get(PREFIX + "TRAINER_IMAGE") or defaults.trainer_image,
         poll_floor=_duration(env, "POLL_FLOOR", defaults.poll_floor),
         cache_ttl=_duration(env, "CACHE_TTL", defaults.cache_ttl),
+        follow_grid=_flag(env, "FOLLOW_GRID", defaults.follow_grid),
         namespaces=namespaces,
         log_budget_bytes=_number(env, "LOG_BUDGET_BYTES", defaults.log_budget_bytes, int),
         stale_after=_duration(env, "STALE_AFTER", defaults.stale_after),

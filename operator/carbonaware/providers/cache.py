@@ -9,6 +9,14 @@ not hammered by every job at once.
 ``on_new_reading(zone)`` is called (in the fetching thread) when a fetch of ``latest`` brings a
 reading that differs from the one it replaces: the operator wakes that zone's jobs with it.
 
+``follow_grid=True`` follows each zone's readings' grid (core/cadence.py): an entry never
+outlives the instant the zone's next reading is due, and the cache fetches that one itself
+then (refresh-ahead) while anyone still asks for the zone. A new reading is seen, and its
+jobs woken, within about a second of its publication rather than up to a TTL later; the
+routine fetches then follow it a TTL apart, in step with the grid. That costs no extra
+request when a period is a whole number of TTLs and one a period otherwise (plus a few while
+the cache learns how late a provider publishes).
+
 Thread-safe; the ``a*`` methods run the lookup in a worker thread for asyncio callers. Note
 for replays: the TTL is in ``clock`` seconds (wall time), so at ``speed=3600`` a 60 s TTL
 spans an hour of trace.
@@ -17,18 +25,26 @@ spans an hour of trace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from carbonaware.core.cadence import Cadence, next_poll, observe
 from carbonaware.core.model import Reading
 from carbonaware.providers.base import DEFAULT_HISTORY, Provider, ProviderError
 
 _PRUNE_ABOVE = 4096
+# Refresh-ahead (one fetch a period) goes on while somebody asked for the zone this recently
+# (a waiting job polls at its pollInterval, often minutes apart).
+_REFRESH_WHILE_ASKED_S = 900.0
+_MAX_LAG_S = 60.0  # the most a publication lag learnt may grow to
 
 
 @dataclass
@@ -53,6 +69,9 @@ class ProviderCache:
         *,
         error_ttl_seconds: float | None = None,
         on_new_reading: Callable[[str], None] | None = None,
+        follow_grid: bool = False,
+        first_lag_seconds: float = 0.25,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if ttl_seconds < 0:
             raise ValueError(f"ttl_seconds must be >= 0, got {ttl_seconds}")
@@ -65,6 +84,12 @@ class ProviderCache:
         self._inflight: dict[tuple[str, str, str], Future] = {}
         self.hits = 0
         self.misses = 0  # requests actually made to a provider
+        self.follow_grid = follow_grid
+        self._first_lag = first_lag_seconds
+        self._wall = wall
+        self._cadences: dict[tuple[str, str, str], Cadence] = {}
+        self._asked: dict[tuple[str, str, str], float] = {}  # key -> clock() last asked
+        self._refresher: _Refresher | None = None
 
     def latest(self, provider: Provider, zone: str) -> Reading:
         return self._get(provider, zone, "latest", lambda: provider.latest(zone))
@@ -105,6 +130,13 @@ class ProviderCache:
         with self._lock:
             self._entries.clear()
 
+    def close(self) -> None:
+        """Stop refreshing ahead (follow_grid); lookups still work, as without it."""
+        with self._lock:
+            refresher, self.follow_grid = self._refresher, False
+        if refresher is not None:
+            refresher.stop()
+
     def _get(
         self,
         provider: Provider,
@@ -114,6 +146,14 @@ class ProviderCache:
         ttl: float | None = None,
     ) -> Any:
         key = (cache_key(provider), zone, kind)
+        with self._lock:
+            self._asked[key] = self._clock()
+        return self._lookup(key, call, ttl)
+
+    def _lookup(
+        self, key: tuple[str, str, str], call: Callable[[], Any], ttl: float | None = None
+    ) -> Any:
+        _, zone, kind = key
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry.expires > self._clock():
@@ -140,7 +180,12 @@ class ProviderCache:
             self._settle(key, None)
             future.set_exception(exc)
             raise
-        self._settle(key, _Entry(self._clock() + (self.ttl if ttl is None else ttl), value=value))
+        lifetime = self.ttl if ttl is None else ttl
+        if kind == "latest" and self.follow_grid:
+            lifetime, for_new_reading = self._phase(key, value)
+            if for_new_reading:
+                self._refresh_at(key, call, lifetime)
+        self._settle(key, _Entry(self._clock() + lifetime, value=value))
         future.set_result(value)
         if kind == "latest" and self._on_new_reading is not None and _changed(previous, value):
             self._on_new_reading(zone)
@@ -156,6 +201,42 @@ class ProviderCache:
                 now = self._clock()
                 for stale in [k for k, e in self._entries.items() if e.expires <= now]:
                     del self._entries[stale]
+                    self._cadences.pop(stale, None)
+                    self._asked.pop(stale, None)
+
+    # -- following the readings' grid (follow_grid) ---------------------------------------------
+    def _phase(self, key: tuple[str, str, str], reading: Reading) -> tuple[float, bool]:
+        """Learn from ``reading``; how long its entry should live, and whether it then makes
+        way for the zone's next reading (then the cache fetches that one itself)."""
+        now = datetime.fromtimestamp(self._wall(), UTC)
+        with self._lock:
+            cadence = self._cadences.get(key) or Cadence(lag_s=self._first_lag)
+            cadence = observe(cadence, reading.timestamp, now, min(_MAX_LAG_S, self.ttl / 2))
+            self._cadences[key] = cadence
+        return next_poll(cadence, now, self.ttl)
+
+    def _refresh_at(self, key: tuple[str, str, str], call: Callable[[], Any], delay: float) -> None:
+        with self._lock:
+            if self._refresher is None:
+                self._refresher = _Refresher(self._refresh)
+            refresher = self._refresher
+        refresher.schedule(delay, (key, call))
+
+    def _refresh(self, job: tuple[tuple[str, str, str], Callable[[], Any]]) -> None:
+        """The refresh-ahead fetch: only if the entry has expired, nobody is fetching it and
+        somebody asked for the zone lately (else the zone's jobs are gone: let it lapse)."""
+        key, call = job
+        with self._lock:
+            entry, now, asked = self._entries.get(key), self._clock(), self._asked.get(key)
+            if (
+                key in self._inflight
+                or (entry is not None and entry.expires > now)
+                or asked is None
+                or now - asked >= _REFRESH_WHILE_ASKED_S
+            ):
+                return
+        with contextlib.suppress(ProviderError):  # cached for error_ttl: the jobs back off
+            self._lookup(key, call)
 
 
 def _changed(previous: Reading | None, reading: Reading) -> bool:
@@ -169,6 +250,43 @@ def _unwrap(entry: _Entry) -> Any:
     if entry.error is not None:
         raise entry.error
     return entry.value
+
+
+class _Refresher:
+    """One daemon thread that runs ``fetch(job)`` at each job's time, on a few worker
+    threads (one slow zone does not hold the others' refreshes back)."""
+
+    def __init__(self, fetch: Callable[[Any], None], workers: int = 4) -> None:
+        self._fetch = fetch
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh")
+        self._heap: list[tuple[float, int, Any]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._stopped = False
+        threading.Thread(target=self._run, name="refresh-ahead", daemon=True).start()
+
+    def schedule(self, delay: float, job: Any) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), job))
+            self._wake.notify()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopped = True
+            self._heap.clear()
+            self._wake.notify()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._wake.wait(timeout)
+                if self._stopped:
+                    return
+                _, _, job = heapq.heappop(self._heap)
+            self._pool.submit(self._fetch, job)
 
 
 class CachedProvider:
