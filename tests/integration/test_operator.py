@@ -681,39 +681,51 @@ def test_own_forecaster_reads_the_zones_history_once_for_all_its_jobs(
     assert fault_server.count(zone, "past-range") == 2
 
 
+def em_operator(
+    kube_api, kubeconfig: Path, ns: str, tmp_path: Path, floor: str, ttl: str
+) -> faultkit.OperatorProcess:
+    """An operator of its own for ``ns`` (poll floor and cache TTL as given), and the
+    Electricity Maps token Secret the jobs of em_threshold_spec name."""
+    from kubernetes import client
+
+    client.CoreV1Api(kube_api).create_namespaced_secret(
+        ns, client.V1Secret(metadata=client.V1ObjectMeta(name="em"), string_data={"token": "t"})
+    )
+    env = {"CARBONAWARE_POLL_FLOOR": floor, "CARBONAWARE_CACHE_TTL": ttl}
+    return faultkit.OperatorProcess(
+        kubeconfig, (ns,), tmp_path / "operator.log", extra_env=env
+    ).start()
+
+
+def em_threshold_spec(server: faultkit.FaultServer, zone: str, poll: str) -> dict:
+    """A job on ``server``'s Electricity Maps look-alike that waits for under 100 g/kWh."""
+    return {
+        "zone": zone,
+        "provider": {
+            "name": "electricitymaps",
+            "baseUrl": server.base_url,
+            "secretRef": {"name": "em"},
+        },
+        "thresholdGramsPerKWh": 100,
+        "maxDelay": "6h",
+        "pollInterval": poll,
+        "trainer": off_node(),
+    }
+
+
 def test_a_drop_seen_by_one_job_starts_the_zones_other_jobs_at_once(
     crd, kube_api, kubeconfig: Path, tmp_path: Path, fault_server
 ) -> None:
     """An operator that polls each job once a minute: the first job waits; the zone drops;
     a second job's first poll reads the drop, and the first job starts with it (the zone's
     bell, kube/wakeups.py), from the cached reading, not a minute later at its own poll."""
-    from kubernetes import client
 
     zone = "WAKE"
     fault_server.set(zone, intensity=300)
     with throwaway_namespace(kube_api, "wake") as ns:
-        client.CoreV1Api(kube_api).create_namespaced_secret(
-            ns, client.V1Secret(metadata=client.V1ObjectMeta(name="em"), string_data={"token": "t"})
-        )
-        operator = faultkit.OperatorProcess(
-            kubeconfig,
-            (ns,),
-            tmp_path / "operator.log",
-            extra_env={"CARBONAWARE_POLL_FLOOR": "60s", "CARBONAWARE_CACHE_TTL": "1s"},
-        ).start()
+        operator = em_operator(kube_api, kubeconfig, ns, tmp_path, floor="60s", ttl="1s")
         try:
-            spec = {
-                "zone": zone,
-                "provider": {
-                    "name": "electricitymaps",
-                    "baseUrl": fault_server.base_url,
-                    "secretRef": {"name": "em"},
-                },
-                "thresholdGramsPerKWh": 100,
-                "maxDelay": "6h",
-                "pollInterval": "1m",
-                "trainer": off_node(),
-            }
+            spec = em_threshold_spec(fault_server, zone, poll="1m")
             create(kube_api, ns, "first", spec)
             wait_phase(kube_api, ns, "first", "Waiting", timeout=30)
             fault_server.set(zone, intensity=50)
@@ -730,3 +742,49 @@ def test_a_drop_seen_by_one_job_starts_the_zones_other_jobs_at_once(
         finally:
             operator.stop()
             release(kube_api, ns)
+
+
+def test_a_zone_publishing_on_a_grid_is_read_just_after_each_new_reading(
+    crd, kube_api, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """A provider that publishes a reading every 6 s, polled at a 5 s cache TTL: once the
+    operator has seen two readings on that grid, it reads each new one within a second of
+    its period's start (CARBONAWARE_FOLLOW_GRID, on by default), where polls at an arbitrary
+    phase would see it 0-5 s late; and a drop that comes with a new reading starts the job
+    within a couple of seconds of it. Still no more than one request per TTL, plus one per
+    period at most."""
+
+    period, zone = 6, "GRID"
+    server = faultkit.FaultServer(stamp_every_s=period).start()
+    server.set(zone, intensity=300)
+    with throwaway_namespace(kube_api, "grid") as ns:
+        operator = em_operator(kube_api, kubeconfig, ns, tmp_path, floor="1s", ttl="5s")
+        try:
+            spec = em_threshold_spec(server, zone, poll="1s")
+            started = time.time()
+            create(kube_api, ns, "gridded", spec)
+            wait_phase(kube_api, ns, "gridded", "Waiting", timeout=30)
+            # two readings to learn the grid (up to two periods), then three more periods,
+            # then the drop with the next period's reading
+            drop_at = (int(time.time()) // period + 5) * period
+            server.set(zone, intensity=50, from_wall=drop_at)
+            running = wait_phase(kube_api, ns, "gridded", "Running", timeout=60)
+            created = jobs_of(kube_api, ns, "gridded")[0].metadata.creation_timestamp
+            # the apiserver stamps whole seconds: created within 3 s of the drop
+            assert created.timestamp() - drop_at <= 3, (created, drop_at)
+            assert running["currentIntensity"] == 50, running
+            elapsed = time.time() - started
+            wakes = [
+                datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                for line in operator.log_text().splitlines()
+                if f"zone {zone}: a new reading" in line
+            ]
+        finally:
+            operator.stop()
+            release(kube_api, ns)
+            server.stop()
+    late = [t - (t // period * period) for t in wakes if t > started + 2 * period + 1]
+    assert len(late) >= 3, wakes
+    assert max(late) < 1.0, late  # each new reading read within a second of its period start
+    requests = server.count(zone, "latest")
+    assert requests <= elapsed / 5 + elapsed / period + 2, (requests, elapsed)

@@ -67,6 +67,11 @@ class FaultServer:
     # Stamp readings at the start of the hour, as Electricity Maps' hourly data is (its value
     # is updated in place): repeated polls then return the same reading, not a new one.
     hourly_stamps: bool = False
+    # Or stamp them on a grid of this many seconds (a provider publishing that often).
+    stamp_every_s: int | None = None
+    # zone -> (wall time, gCO2eq/kWh): readings stamped from then on have that intensity (a
+    # drop that comes with a new reading, as a provider's do)
+    scheduled: dict[str, tuple[float, float]] = field(default_factory=dict)
     requests: Counter = field(default_factory=Counter)  # (zone, kind) -> count
     arrivals: list = field(default_factory=list)  # (monotonic time, zone, kind)
     tokens_seen: set = field(default_factory=set)
@@ -98,9 +103,16 @@ class FaultServer:
         mode: str | None = None,
         intensity: float | None = None,
         by_hour: dict[int, float] | None = None,
+        from_wall: float | None = None,
     ) -> None:
+        """``from_wall`` (with ``intensity``): the change applies to readings stamped from
+        that wall time on, not at once."""
         assert mode is None or mode in MODES, mode
         with self._lock:
+            if from_wall is not None:
+                assert intensity is not None
+                self.scheduled[zone] = (from_wall, intensity)
+                intensity = None
             if mode is not None:
                 self.modes[zone] = mode
             if intensity is not None:
@@ -126,6 +138,7 @@ class FaultServer:
             mode = self.modes.get(zone, "ok")
             value = self.intensity.get(zone, 300.0)
             shape = self.by_hour.get(zone, {})
+            scheduled = self.scheduled.get(zone)
         if mode == "hang":
             time.sleep(HANG_SECONDS)
             return Response("{}", 200, content_type="application/json")
@@ -148,6 +161,11 @@ class FaultServer:
         now = datetime.now(UTC).replace(microsecond=0)
         if self.hourly_stamps:
             now = now.replace(minute=0, second=0)
+        if self.stamp_every_s:
+            stamp = int(now.timestamp()) // self.stamp_every_s * self.stamp_every_s
+            now = datetime.fromtimestamp(stamp, UTC)
+        if scheduled is not None and now.timestamp() >= scheduled[0]:
+            value = scheduled[1]
         if mode == "stale":
             now -= timedelta(days=2)
         if kind in ("history", "past-range"):  # the last day, or the range asked for
