@@ -7,7 +7,18 @@ Readings come from a loopback HTTP server speaking the Electricity Maps v3 API
 (tests/plugins/faultkit.py), not the replay provider: the bench must choose the instant each
 zone's intensity drops and count the provider requests per zone, which a replayed trace
 (anchored at each job's creation) does not allow. Every job waits above its threshold
-(300 > 100 g/kWh); then all ten zones drop to 50 at once. Jobs use a suspended jobTemplate
+(300 > 100 g/kWh); then all ten zones drop to 50 at once, in one of two ways (``--drop``):
+
+- ``new-reading`` (default): the server publishes a reading every ``--grid`` seconds (90),
+  stamped at its period's start, as providers do (Electricity Maps hourly or finer, UK Carbon
+  Intensity half-hourly, WattTime every 5 minutes), and the drop comes with a new reading, at
+  a period start the bench draws at random. The operator phases its polls to that grid
+  (CARBONAWARE_FOLLOW_GRID), still one per zone and interval.
+- ``in-place``: readings stamped at the hour, and the hour's value changes in place at a
+  random instant of the poll interval (as Electricity Maps refines an hour's estimate). No
+  poll schedule can see that sooner than the next poll: up to one interval, half on average.
+
+Jobs use a suspended jobTemplate
 (``suspend: true``), so the Job controller creates no pods and the bench measures the
 operator, not 1,000 pending pods.
 
@@ -19,12 +30,15 @@ Printed side by side:
   operator does after the wave's Jobs are created);
 - operator peak RSS (VmHWM; goal <= 200 MB);
 - apiserver requests/s while jobs wait (apiserver_request_total in the operator's window minus
-  an idle window before it; the local apiserver is shared, so others' load is in both).
+  an idle window before it; the local apiserver is shared, so others' load is in both). With
+  ``new-reading`` the window sits between two readings, and the requests each job makes for
+  a new reading (its log and status record it) are counted apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import statistics
@@ -111,7 +125,14 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=5.0, help="poll floor and cache TTL, s")
     parser.add_argument("--window", type=float, default=30.0, help="steady-state window, s")
     parser.add_argument("--workers", type=int, default=16, help="client concurrency")
+    parser.add_argument("--drop", choices=("new-reading", "in-place"), default="new-reading",
+                        help="how the intensity drops (see above)")  # fmt: skip
+    parser.add_argument("--grid", type=int, default=90, help="new-reading: a reading every N s")
     args = parser.parse_args()
+    if args.drop == "new-reading" and args.grid < max(60, 2 * args.poll):
+        parser.error("--grid must be at least 60 s and two polls (its steady-state window "
+                     "sits between two readings)")  # fmt: skip
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
 
     kubeconfig, kubectl = local_cluster()
     api = config.new_client_from_config(config_file=str(kubeconfig))
@@ -129,7 +150,10 @@ def main() -> None:
     direct_ns = ns + "-direct"
     for name in (ns, direct_ns):
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    server = FaultServer(hourly_stamps=True).start()
+    on_grid = args.drop == "new-reading"
+    server = (
+        FaultServer(stamp_every_s=args.grid) if on_grid else FaultServer(hourly_stamps=True)
+    ).start()
     for zone in ZONES:
         server.set(zone, mode="ok", intensity=300)
     log = Path(tempfile.mkdtemp(prefix="bench-scale-")) / "operator.log"
@@ -204,6 +228,19 @@ def main() -> None:
         # intervals (10 s at least) first: the jobs admitted last still post their Waiting
         # Events (kopf posts them one by one) and fetch their history (one per zone).
         time.sleep(max(2 * args.poll, 10))
+        per_reading = float("nan")
+        if on_grid:
+            # Each new reading is news to every job (its log and status record it): count
+            # the operator's requests for one, from 2 s before its period starts to 40 s
+            # after (1,000 jobs' bookkeeping takes 20-30 s here); then measure the steady
+            # state between two readings.
+            boundary = (int(time.time()) // args.grid + 1) * args.grid
+            time.sleep(max(0.0, boundary - 2 - time.time()))
+            before, t_before = apiserver_requests(api), time.monotonic()
+            time.sleep(max(0.0, boundary + 40 - time.time()))
+            spent = apiserver_requests(api) - before
+            per_reading = (spent - idle_rate * (time.monotonic() - t_before)) / args.jobs
+            args.window = min(args.window, args.grid - 50)
         # Each count over the time it really spans: scraping the apiserver's metrics takes
         # a second or so under this load, which would otherwise count as extra requests.
         busy_a, busy_t0 = apiserver_requests(api), time.monotonic()
@@ -259,13 +296,23 @@ def main() -> None:
         watchers = [threading.Thread(target=w, daemon=True) for w in (watch_jobs, watch_status)]
         for watcher in watchers:
             watcher.start()
-        # Where the drop falls in the poll interval decides how long it waits for the zones'
-        # next polls (0 up to one interval): drawn at random, so that no fixed timeline of the
-        # bench always drops just before (or after) a poll.
-        time.sleep(1 + random.uniform(0, args.poll))
-        drop = time.monotonic()
-        for zone in ZONES:
-            server.set(zone, intensity=50)
+        if on_grid:
+            # The drop comes with the reading of a period start drawn at random among the
+            # next few (at least 5 s ahead, so that it is scheduled before it is due).
+            first = (int(time.time() + 5) // args.grid + 1) * args.grid
+            at = first + args.grid * random.randrange(3)
+            for zone in ZONES:
+                server.set(zone, intensity=50, from_wall=at)
+            drop = time.monotonic() + (at - time.time())
+            time.sleep(max(0.0, drop - time.monotonic()))
+        else:
+            # Where the drop falls in the poll interval decides how long it waits for the
+            # zones' next polls (0 up to one interval): drawn at random, so that no fixed
+            # timeline of the bench always drops just before (or after) a poll.
+            time.sleep(1 + random.uniform(0, args.poll))
+            drop = time.monotonic()
+            for zone in ZONES:
+                server.set(zone, intensity=50)
         while min(len(arrived), len(running)) < args.jobs and time.monotonic() - drop < 600:
             time.sleep(0.5)
         done.set()
@@ -304,7 +351,9 @@ def main() -> None:
         direct = time.monotonic() - t0
 
         print()
-        print(f"jobs={args.jobs} zones={len(ZONES)} poll={args.poll:g}s workers={args.workers}")
+        how = f"new reading every {args.grid} s" if on_grid else "in place, at random"
+        print(f"jobs={args.jobs} zones={len(ZONES)} poll={args.poll:g}s workers={args.workers} "
+              f"drop={args.drop} ({how})")  # fmt: skip
         print(f"{'figure':58} {'measured':>12} {'goal':>10}")
         rows = [
             ("provider requests per poll interval (all zones)", f"{sum(per_zone):.1f}", "10"),
@@ -338,6 +387,7 @@ def main() -> None:
             ("apiserver requests/s, idle (before the operator)", f"{idle_rate:.1f}", ""),
             ("apiserver requests/s, jobs waiting", f"{busy_rate:.1f}", ""),
             ("  the operator's share", f"{busy_rate - idle_rate:.1f}", "low"),
+            ("apiserver requests per job and new reading (grid)", f"{per_reading:.2f}", ""),
         ]
         for label, value, goal in rows:
             print(f"{label:58} {value:>12} {goal:>10}")
