@@ -88,6 +88,8 @@ LOG_WRITE_ATTEMPTS = 5
 # The own forecaster's two weeks of history change little within an hour; the job's own
 # readings fill in the recent part.
 HISTORY_TTL_SECONDS = 3600.0
+# A waiting job's "deadline in ..." is rewritten this often when nothing else changed.
+COUNTDOWN_REFRESH_SECONDS = 600.0
 # An apiserver that is down, restarting or overloaded answers these (or not at all).
 API_UNAVAILABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # kopf's pause between two runs of the reconcile handler, which does its own waiting.
@@ -404,6 +406,8 @@ class JobMemory:
     # time left to whole steps would otherwise pause a job for minutes (a SIGTERM, a
     # checkpoint and a new pod each time).
     changed_at_reading: datetime | None = None
+    # When the decision's text was last written (monotonic; 0: never, as after a restart).
+    decision_written_at: float = 0.0
     # When the last reconcile ended (event-loop clock) and the resourceVersion it saw: the
     # next one waits for the rest of the interval, or for the zone's bell.
     last_tick: float | None = None
@@ -749,6 +753,10 @@ class Tick:
             return
         if not polled and self.desired.get("phase") == "Waiting":
             return  # nothing new learnt: leave status alone (its text would only churn)
+        since_written = time.monotonic() - self.mem.decision_written_at
+        if only_the_countdown_moved(self.current, self.desired, decision, since_written):
+            return
+        self.mem.decision_written_at = time.monotonic()
         self.desired["decision"] = _decision_status(decision)
         _condition(self.desired, "Scheduled", False, "Waiting", decision.reason, self.generation)
         if self.desired.get("phase") != "Waiting":
@@ -1027,6 +1035,24 @@ class Tick:
         if first:
             self.event("Failed", message, warning=True)
         return self._finish_patch()
+
+
+def only_the_countdown_moved(
+    current: dict[str, Any], desired: dict[str, Any], decision: Decision, since_written_s: float
+) -> bool:
+    """Still waiting on the same reading and plan, and only the "deadline in ..." of the
+    decision's text differs: rewrite it at most every COUNTDOWN_REFRESH_SECONDS. Otherwise
+    every waiting job's status would be patched each minute (1,000 jobs created together:
+    1,000 patches in one burst a minute) while nothing changed."""
+    previous = current.get("decision") or {}
+    same = (
+        current.get("phase") == "Waiting"
+        and decision.action == "wait"
+        and desired.get("lastReadingTime") == current.get("lastReadingTime")
+        and desired.get("currentIntensity") == current.get("currentIntensity")
+        and _decision_status(decision) | {"reason": ""} == previous | {"reason": ""}
+    )
+    return same and since_written_s < COUNTDOWN_REFRESH_SECONDS
 
 
 def _decision_status(decision: Decision) -> dict[str, Any]:

@@ -1,0 +1,55 @@
+"""A waiting job's status is not rewritten each minute for its countdown alone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from carbonaware.core.model import Reading
+from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
+from carbonaware.kube.handlers import (
+    COUNTDOWN_REFRESH_SECONDS,
+    _decision_status,
+    only_the_countdown_moved,
+)
+
+SUBMITTED = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+READING = Reading("DE", SUBMITTED, 300.0)
+SETTINGS = PolicySettings(
+    strategy=Strategy.THRESHOLD,
+    threshold_g_per_kwh=100,
+    max_delay=timedelta(hours=6),
+    expected_duration=timedelta(hours=1),
+)
+
+
+def waiting_at(minutes: int) -> Decision:
+    now = SUBMITTED + timedelta(minutes=minutes)
+    return decide(SETTINGS, SUBMITTED, now, [READING], [])
+
+
+def status_after(decision: Decision) -> dict:
+    reading = {"lastReadingTime": "2026-12-02T09:00:00Z", "currentIntensity": 300.0}
+    return {"phase": "Waiting", "decision": _decision_status(decision)} | reading
+
+
+def test_a_countdown_a_minute_on_is_not_worth_a_write() -> None:
+    before, later = waiting_at(0), waiting_at(1)
+    assert before.reason != later.reason  # "deadline in 6h" vs "deadline in 5h59m"
+    current = status_after(before)
+    assert only_the_countdown_moved(current, dict(current), later, since_written_s=60)
+
+
+def test_it_is_written_again_after_the_refresh_or_with_any_news() -> None:
+    current = status_after(waiting_at(0))
+    later = waiting_at(11)
+    assert not only_the_countdown_moved(
+        current, dict(current), later, since_written_s=COUNTDOWN_REFRESH_SECONDS
+    )
+    new_reading = dict(current) | {"lastReadingTime": "2026-12-02T10:00:00Z"}
+    assert not only_the_countdown_moved(current, new_reading, later, since_written_s=60)
+    new_value = dict(current) | {"currentIntensity": 290.0}
+    assert not only_the_countdown_moved(current, new_value, later, since_written_s=60)
+    running = decide(SETTINGS, SUBMITTED, SUBMITTED, [Reading("DE", SUBMITTED, 50.0)], [])
+    assert not only_the_countdown_moved(current, dict(current), running, since_written_s=60)
+    pending = dict(current) | {"phase": "Pending"}
+    assert not only_the_countdown_moved(pending, dict(pending), later, since_written_s=60)
