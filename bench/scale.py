@@ -54,7 +54,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "plugins"))
 
 import urllib3  # noqa: E402
-from faultkit import FaultServer, OperatorProcess, install_crds, release  # noqa: E402
+from faultkit import (  # noqa: E402
+    FaultServer,
+    OperatorProcess,
+    create_em_secret,
+    em_threshold_spec,
+    install_crds,
+    release,
+)
 from kubernetes import client, config, watch  # noqa: E402
 
 GROUP, VERSION, PLURAL = "carbonaware.io", "v1alpha1", "carbonawarejobs"
@@ -162,27 +169,15 @@ def main() -> None:
         kubeconfig, (ns,), log,
         extra_env={"CARBONAWARE_POLL_FLOOR": poll, "CARBONAWARE_CACHE_TTL": poll},
     )  # fmt: skip
-    core.create_namespaced_secret(
-        ns, client.V1Secret(metadata=client.V1ObjectMeta(name="em"), string_data={"token": "t"})
-    )
+    create_em_secret(api, ns)
     pool = ThreadPoolExecutor(args.workers)
     try:
         names = [f"j{i:04d}" for i in range(args.jobs)]
         zone_of = {n: ZONES[i % len(ZONES)] for i, n in enumerate(names)}
 
         def create(name: str) -> None:
-            spec = {
-                "zone": zone_of[name],
-                "provider": {
-                    "name": "electricitymaps",
-                    "baseUrl": server.base_url,
-                    "secretRef": {"name": "em"},
-                },
-                "thresholdGramsPerKWh": 100,
-                "maxDelay": "6h",
-                "pollInterval": poll if args.poll >= 1 else "1s",
-                "jobTemplate": TEMPLATE,
-            }
+            every = poll if args.poll >= 1 else "1s"
+            spec = em_threshold_spec(server, zone_of[name], every, {"jobTemplate": TEMPLATE})
             body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "CarbonAwareJob",
                     "metadata": {"name": name}, "spec": spec}  # fmt: skip
             custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)

@@ -685,32 +685,12 @@ def em_operator(
     kube_api, kubeconfig: Path, ns: str, tmp_path: Path, floor: str, ttl: str
 ) -> faultkit.OperatorProcess:
     """An operator of its own for ``ns`` (poll floor and cache TTL as given), and the
-    Electricity Maps token Secret the jobs of em_threshold_spec name."""
-    from kubernetes import client
-
-    client.CoreV1Api(kube_api).create_namespaced_secret(
-        ns, client.V1Secret(metadata=client.V1ObjectMeta(name="em"), string_data={"token": "t"})
-    )
+    Electricity Maps token Secret the jobs of faultkit.em_threshold_spec name."""
+    faultkit.create_em_secret(kube_api, ns)
     env = {"CARBONAWARE_POLL_FLOOR": floor, "CARBONAWARE_CACHE_TTL": ttl}
     return faultkit.OperatorProcess(
         kubeconfig, (ns,), tmp_path / "operator.log", extra_env=env
     ).start()
-
-
-def em_threshold_spec(server: faultkit.FaultServer, zone: str, poll: str) -> dict:
-    """A job on ``server``'s Electricity Maps look-alike that waits for under 100 g/kWh."""
-    return {
-        "zone": zone,
-        "provider": {
-            "name": "electricitymaps",
-            "baseUrl": server.base_url,
-            "secretRef": {"name": "em"},
-        },
-        "thresholdGramsPerKWh": 100,
-        "maxDelay": "6h",
-        "pollInterval": poll,
-        "trainer": off_node(),
-    }
 
 
 def test_a_drop_seen_by_one_job_starts_the_zones_other_jobs_at_once(
@@ -725,7 +705,7 @@ def test_a_drop_seen_by_one_job_starts_the_zones_other_jobs_at_once(
     with throwaway_namespace(kube_api, "wake") as ns:
         operator = em_operator(kube_api, kubeconfig, ns, tmp_path, floor="60s", ttl="1s")
         try:
-            spec = em_threshold_spec(fault_server, zone, poll="1m")
+            spec = faultkit.em_threshold_spec(fault_server, zone, "1m", {"trainer": off_node()})
             create(kube_api, ns, "first", spec)
             wait_phase(kube_api, ns, "first", "Waiting", timeout=30)
             fault_server.set(zone, intensity=50)
@@ -760,7 +740,7 @@ def test_a_zone_publishing_on_a_grid_is_read_just_after_each_new_reading(
     with throwaway_namespace(kube_api, "grid") as ns:
         operator = em_operator(kube_api, kubeconfig, ns, tmp_path, floor="1s", ttl="5s")
         try:
-            spec = em_threshold_spec(server, zone, poll="1s")
+            spec = faultkit.em_threshold_spec(server, zone, "1s", {"trainer": off_node()})
             started = time.time()
             create(kube_api, ns, "gridded", spec)
             wait_phase(kube_api, ns, "gridded", "Waiting", timeout=30)

@@ -353,6 +353,35 @@ def finish_pod(kube_api, ns: str, job_name: str, exit_code: int, message: str) -
     return True
 
 
+def create_em_secret(kube_api, namespace: str) -> None:
+    """The Secret ``em`` with a token for the fault server (which takes any token), as the
+    jobs of em_threshold_spec name it."""
+    from kubernetes import client
+
+    client.CoreV1Api(kube_api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(metadata=client.V1ObjectMeta(name="em"), string_data={"token": "t"}),
+    )
+
+
+def em_threshold_spec(server: FaultServer, zone: str, poll: str, workload: dict) -> dict:
+    """A CarbonAwareJob spec on ``server``'s Electricity Maps look-alike (token from the
+    Secret ``em``) that waits for under 100 g/kWh; ``workload`` is its ``trainer`` or
+    ``jobTemplate``."""
+    return {
+        "zone": zone,
+        "provider": {
+            "name": "electricitymaps",
+            "baseUrl": server.base_url,
+            "secretRef": {"name": "em"},
+        },
+        "thresholdGramsPerKWh": 100,
+        "maxDelay": "6h",
+        "pollInterval": poll,
+        **workload,
+    }
+
+
 def release(kube_api, namespace: str) -> None:
     """Drop kopf's finalizers from the CarbonAwareJobs left in ``namespace``.
 
