@@ -60,7 +60,7 @@ def observe(cadence: Cadence, timestamp: datetime, now: datetime, max_lag_s: flo
         ):
             period = spacing
         return Cadence(timestamp, period, lag)
-    if timestamp == last and period is not None and now >= last + period + _seconds(lag):
+    if timestamp == last and period is not None and now >= last + period + timedelta(seconds=lag):
         return Cadence(last, period, min(2 * lag, max_lag_s))
     return cadence
 
@@ -97,7 +97,3 @@ def _on_grid(timestamp: datetime, spacing: timedelta) -> bool:
 def _multiple(spacing: timedelta, period: timedelta) -> bool:
     ratio = spacing / period
     return ratio >= 1 and abs(ratio - round(ratio)) < 1e-6
-
-
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)

@@ -753,10 +753,11 @@ class Tick:
             return
         if not polled and self.desired.get("phase") == "Waiting":
             return  # nothing new learnt: leave status alone (its text would only churn)
-        since_written = time.monotonic() - self.mem.decision_written_at
+        clock = time.monotonic()
+        since_written = clock - self.mem.decision_written_at
         if only_the_countdown_moved(self.current, self.desired, decision, since_written):
             return
-        self.mem.decision_written_at = time.monotonic()
+        self.mem.decision_written_at = clock
         self.desired["decision"] = _decision_status(decision)
         _condition(self.desired, "Scheduled", False, "Waiting", decision.reason, self.generation)
         if self.desired.get("phase") != "Waiting":

@@ -145,18 +145,23 @@ class ProviderCache:
         call: Callable[[], Any],
         ttl: float | None = None,
     ) -> Any:
-        key = (cache_key(provider), zone, kind)
-        with self._lock:
-            self._asked[key] = self._clock()
-        return self._lookup(key, call, ttl)
+        return self._lookup((cache_key(provider), zone, kind), call, ttl, asked=True)
 
     def _lookup(
-        self, key: tuple[str, str, str], call: Callable[[], Any], ttl: float | None = None
+        self,
+        key: tuple[str, str, str],
+        call: Callable[[], Any],
+        ttl: float | None = None,
+        asked: bool = False,
     ) -> Any:
+        """``asked``: a caller wants it (not a refresh-ahead), which keeps refreshes going."""
         _, zone, kind = key
         with self._lock:
+            now = self._clock()
+            if asked and self.follow_grid:
+                self._asked[key] = now
             entry = self._entries.get(key)
-            if entry is not None and entry.expires > self._clock():
+            if entry is not None and entry.expires > now:
                 self.hits += 1
                 return _unwrap(entry)
             previous = entry.value if entry is not None else None
