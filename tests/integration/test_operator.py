@@ -278,6 +278,16 @@ def test_waits_while_dirty_then_creates_exactly_one_job(
     assert row[1] == "Waiting" and row[2] == "SYNTHETIC" and float(row[4]) > 150
     assert jobs_of(kube_api, ns, "wait-then-run") == []
     assert "above threshold 150" in waiting["decision"]["reason"]
+    # Someone labels and annotates the log ConfigMap while the job waits (a backup selector,
+    # a note): the operator's later writes of the whole object keep both.
+    from carbonaware.kube.builders import log_configmap_name
+    from kubernetes import client
+
+    log_name = log_configmap_name("wait-then-run")
+    core = client.CoreV1Api(kube_api)
+    wait_for(lambda: core.read_namespaced_config_map(log_name, ns), 30, "the log ConfigMap")
+    marks = {"labels": {"backup": "daily"}, "annotations": {"team.example/note": "keep me"}}
+    marked = core.patch_namespaced_config_map(log_name, ns, {"metadata": marks})
 
     running = wait_phase(kube_api, ns, "wait-then-run", "Running", timeout=60)
     assert running["currentIntensity"] <= 150
@@ -297,6 +307,10 @@ def test_waits_while_dirty_then_creates_exactly_one_job(
     scheduled = next(c for c in running["conditions"] if c["type"] == "Scheduled")
     assert scheduled["status"] == "True" and scheduled["reason"] == "JobCreated"
     assert scheduled["observedGeneration"] == 1
+    stored = core.read_namespaced_config_map(log_name, ns).metadata
+    assert stored.resource_version != marked.metadata.resource_version  # written since
+    assert stored.labels["backup"] == "daily"
+    assert stored.annotations == {"team.example/note": "keep me"}
 
 
 def test_starts_at_the_deadline_when_the_grid_never_gets_clean(

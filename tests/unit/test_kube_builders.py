@@ -113,6 +113,22 @@ def test_log_configmap_holds_the_plot_only_when_it_fits() -> None:
     assert huge["metadata"]["ownerReferences"][0]["uid"] == UID
 
 
+def test_log_configmap_keeps_the_labels_and_annotations_others_put_on_it() -> None:
+    stored = {
+        "labels": {"backup": "daily", builders.JOB_LABEL: "renamed-by-hand"},
+        "annotations": {"team.example/owner": "ml-platform"},
+    }
+    body = builders.build_log_configmap(
+        name="mnist", namespace="ml", uid=UID, csv_text="t,i\n", stored_metadata=stored
+    )
+    labels = body["metadata"]["labels"]
+    assert labels["backup"] == "daily"
+    assert labels[builders.JOB_LABEL] == "mnist"  # ours win: the operator finds logs by them
+    assert body["metadata"]["annotations"] == {"team.example/owner": "ml-platform"}
+    fresh = builders.build_log_configmap(name="mnist", namespace="ml", uid=UID, csv_text="")
+    assert "annotations" not in fresh["metadata"]
+
+
 def test_condition_transition_time_moves_only_on_flip() -> None:
     first = builders.set_condition(
         [], type="Scheduled", status=False, reason="Waiting", message="a", generation=1, now=NOW

@@ -278,20 +278,24 @@ def build_log_configmap(
     csv_text: str,
     metadata: dict[str, Any] | None = None,
     plot_png: bytes | None = None,
+    stored_metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The job's intensity log ConfigMap; the plot goes in binaryData only when it fits."""
+    """The job's intensity log ConfigMap; the plot goes in binaryData only when it fits.
+
+    ``stored_metadata`` is the stored copy's: the labels and annotations others put on it
+    (a backup selector, a note) are kept, since the operator writes the whole object back.
+    """
     data = {LOG_CSV_KEY: csv_text, LOG_META_KEY: json.dumps(metadata or {}, sort_keys=True)}
-    body: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": log_configmap_name(name),
-            "namespace": namespace,
-            "labels": _labels(name),
-            "ownerReferences": [owner_reference(name, uid)],
-        },
-        "data": data,
+    kept = stored_metadata or {}
+    meta: dict[str, Any] = {
+        "name": log_configmap_name(name),
+        "namespace": namespace,
+        "labels": {**(kept.get("labels") or {}), **_labels(name)},  # ours win
+        "ownerReferences": [owner_reference(name, uid)],
     }
+    if kept.get("annotations"):
+        meta["annotations"] = dict(kept["annotations"])
+    body: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
     if plot_png is not None:
         encoded = base64.b64encode(plot_png).decode()
         used = sum(len(k) + len(v.encode()) for k, v in data.items())

@@ -398,6 +398,7 @@ class JobMemory:
     log: IntensityLog | None = None
     log_version: str | None = None
     log_written: str = ""
+    log_stored_metadata: dict[str, Any] = field(default_factory=dict)  # others' labels, notes
     next_poll: float = 0.0
     failures: int = 0
     adoption_checked: bool = False
@@ -563,7 +564,11 @@ class Tick:
         and text as what this tick last saw stored."""
         stored = self.rt.kube.read_configmap(self.namespace, builders.log_configmap_name(self.name))
         text = ((stored or {}).get("data") or {}).get(builders.LOG_CSV_KEY) or ""
-        self.mem.log_version = (stored or {}).get("metadata", {}).get("resourceVersion")
+        metadata = (stored or {}).get("metadata") or {}
+        self.mem.log_version = metadata.get("resourceVersion")
+        self.mem.log_stored_metadata = {
+            key: metadata[key] for key in ("labels", "annotations") if metadata.get(key)
+        }
         self.mem.log_written = text
         if not text:
             return None
@@ -588,6 +593,7 @@ class Tick:
                 uid=self.uid,
                 csv_text=text,
                 plot_png=plot,
+                stored_metadata=self.mem.log_stored_metadata,
             )
             try:
                 self.mem.log_version = self.rt.kube.write_configmap(body, self.mem.log_version)
