@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 from carbonaware.core.model import Basis
@@ -11,6 +14,7 @@ from carbonaware.traces import (
     issued_forecast_at,
     load_issued_forecasts,
     load_trace,
+    shared_trace,
 )
 
 
@@ -128,3 +132,74 @@ def test_missing_file_and_wrong_basis(tmp_path, traces_dir):
         load_trace(tmp_path / "nope.csv")
     with pytest.raises(ConfigError, match="no direct values"):
         load_trace(traces_dir / "lets-wait-awhile" / "fr_ci.csv", basis="direct")
+
+
+def _pandas_reading(path, time_column: str, value_column: str) -> pd.Series:
+    """The same file read the textbook pandas way: the reference the reader must agree with."""
+    frame = pd.read_csv(path, usecols=[time_column, value_column], encoding="utf-8-sig")
+    index = pd.DatetimeIndex(pd.to_datetime(frame[time_column], utc=True, format="ISO8601"))
+    series = pd.Series(frame[value_column].to_numpy(dtype=float), index=index).dropna()
+    series = series[~series.index.duplicated(keep="last")].sort_index()
+    if series.index.to_series().diff().dropna().nunique() > 1:
+        step = series.index.to_series().diff().dropna().mode().iloc[0]
+        series = series.resample(step).mean().interpolate(method="time")
+    return series
+
+
+_COLUMNS = {
+    "electricitymaps": ("Datetime (UTC)", "Carbon Intensity gCO₂eq/kWh (direct)"),
+    "lets-wait-awhile": ("Time", "Carbon Intensity"),
+    "dacf": ("UTC time", "carbon_intensity"),
+}
+
+
+def test_reader_agrees_with_pandas_on_every_shared_trace(traces_dir):
+    """The reader is plain csv + numpy (the operator must not import pandas); on every real
+    trace it gives what pandas gives: the same instants, the same values."""
+    files = [p for fmt in _COLUMNS for p in sorted((traces_dir / fmt).glob("*.csv"))]
+    files.append(traces_dir / "watttime" / "watttime2023_caiso-north_actual.csv")
+    assert len(files) > 40
+    for path in files:
+        trace = load_trace(path)
+        time_column, value_column = _COLUMNS.get(trace.source_format, ("time", "Caiso_North"))
+        expected = _pandas_reading(path, time_column, value_column)
+        assert trace.series.index.equals(expected.index), path.name
+        assert trace.series.to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-12), path.name
+        if trace.forecast is not None:
+            forecast = _pandas_reading(path, time_column, "carbon_from_src_forecasts")
+            assert trace.forecast.to_numpy() == pytest.approx(forecast.to_numpy()), path.name
+
+
+def test_estimated_flags_follow_the_file(traces_dir):
+    path = traces_dir / "electricitymaps" / "SG_2021_hourly.csv"
+    trace = load_trace(path)
+    raw = pd.read_csv(path, usecols=["Data Estimated"])["Data Estimated"]
+    assert trace.estimated.to_numpy().tolist() == raw.astype(bool).tolist()
+    assert 0 < trace.estimated.sum() < len(raw)  # the file mixes both
+
+
+def test_replaying_a_trace_does_not_import_pandas(traces_dir):
+    """pandas is ~40 MB of resident memory; the operator's budget is 200 MB at 1,000 jobs."""
+    trace = traces_dir / "dacf" / "DE_carbon_from_src_prod_forecasts_direct.csv"
+    script = (
+        "import sys\n"
+        "from carbonaware.kube import main\n"
+        "from carbonaware.providers.replay import ReplayProvider\n"
+        f"replay = ReplayProvider({str(trace)!r})\n"
+        "assert replay.latest('DE') and replay.forecast('DE') and replay.history('DE')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pandas', 'matplotlib')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_shared_trace_is_read_once_per_version_of_the_file(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("timestamp,intensity\n2024-03-01T00:00Z,210\n2024-03-01T01:00Z,190\n")
+    first = shared_trace(path)
+    assert shared_trace(path) is first  # a thousand replay jobs, one copy
+    path.write_text("timestamp,intensity\n2024-03-01T00:00Z,110\n2024-03-01T01:00Z,90\n")
+    assert list(shared_trace(path).series) == [110, 90]  # rewritten: read again
+    with pytest.raises(ConfigError, match="does not exist"):
+        shared_trace(tmp_path / "gone.csv")

@@ -16,11 +16,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from carbonaware.core.durations import DURATION_PATTERN, parse_duration
 from carbonaware.core.model import Basis, Reading
@@ -31,7 +30,7 @@ from carbonaware.providers.base import (
     ProviderUnavailableError,
     UnknownZoneError,
 )
-from carbonaware.traces import Trace, load_trace
+from carbonaware.traces import Trace, from_ns, shared_trace, to_ns
 
 FORECAST_HORIZON = timedelta(hours=48)
 
@@ -52,7 +51,7 @@ class ReplayProvider:
         basis: Basis | str | None = None,
     ) -> None:
         self.trace = (
-            trace_path if isinstance(trace_path, Trace) else load_trace(trace_path, basis=basis)
+            trace_path if isinstance(trace_path, Trace) else shared_trace(trace_path, basis=basis)
         )
         if not speed or speed != speed or speed <= 0:
             raise ConfigError(f"replay speed must be > 0, got {speed!r}")
@@ -64,12 +63,9 @@ class ReplayProvider:
         self._start_text = str(start) if start is not None else ""
         self._clock = clock
         self._t0 = clock()
-        index = self.trace.series.index
-        self._times = index.as_unit("ns").asi8  # for fast binary search
-        self._values = self.trace.series.to_numpy(dtype=float)
-        self._estimated = (
-            self.trace.estimated.to_numpy(dtype=bool) if self.trace.estimated is not None else None
-        )
+        self._times = self.trace.actual.times  # int64 ns: fast binary search
+        self._values = self.trace.actual.values
+        self._estimated = self.trace.estimated_flags
         self._end = self.trace.end + self.trace.step  # the last point covers one step
 
     @property
@@ -85,22 +81,21 @@ class ReplayProvider:
     def now(self) -> datetime:
         """The current instant in trace time (aware UTC)."""
         elapsed = (self._clock() - self._t0) * self.speed
-        # datetime arithmetic (microseconds), not pandas (nanoseconds): no precision warning.
-        return self._anchor.to_pydatetime() + timedelta(seconds=elapsed)
+        return self._anchor + timedelta(seconds=elapsed)
 
     # --- Provider -----------------------------------------------------------------------
 
     def latest(self, zone: str) -> Reading:
         label = self._check(zone)
         now = self._now_checked(zone)
-        i = int(np.searchsorted(self._times, _ns(now), side="right")) - 1
+        i = int(np.searchsorted(self._times, to_ns(now), side="right")) - 1
         return self._reading(label, i)
 
     def history(self, zone: str, span: timedelta = DEFAULT_HISTORY) -> list[Reading]:
         label = self._check(zone)
         now = self._now_checked(zone)
-        lo = int(np.searchsorted(self._times, _ns(now - span), side="right"))
-        hi = int(np.searchsorted(self._times, _ns(now), side="right"))
+        lo = int(np.searchsorted(self._times, to_ns(now - span), side="right"))
+        hi = int(np.searchsorted(self._times, to_ns(now), side="right"))
         return [self._reading(label, i) for i in range(lo, hi)]
 
     def forecast(self, zone: str) -> list[Reading]:
@@ -108,22 +103,20 @@ class ReplayProvider:
         (a perfect forecast). Marked ``forecast=True`` either way."""
         label = self._check(zone)
         now = self._now_checked(zone)
-        source = self.trace.forecast if self.trace.forecast is not None else self.trace.series
-        times = source.index.as_unit("ns").asi8
-        lo = int(np.searchsorted(times, _ns(now), side="right"))
-        hi = int(np.searchsorted(times, _ns(now + FORECAST_HORIZON), side="right"))
+        source = self.trace.actual if self.trace.predicted is None else self.trace.predicted
+        lo = int(np.searchsorted(source.times, to_ns(now), side="right"))
+        hi = int(np.searchsorted(source.times, to_ns(now + FORECAST_HORIZON), side="right"))
         if lo >= hi:
             raise NoForecastError(
                 self.name,
                 zone,
                 f"trace {self.trace.path.name} has no points after {now:%Y-%m-%d %H:%M}Z",
             )
-        values = source.to_numpy(dtype=float)
         return [
             Reading(
                 label,
-                source.index[i].to_pydatetime(),
-                float(values[i]),
+                from_ns(int(source.times[i])),
+                float(source.values[i]),
                 self.trace.basis,
                 forecast=True,
                 provider=self.name,
@@ -158,7 +151,7 @@ class ReplayProvider:
         estimated = bool(self._estimated[i]) if self._estimated is not None else False
         return Reading(
             zone,
-            self.trace.series.index[i].to_pydatetime(),
+            from_ns(int(self._times[i])),
             float(self._values[i]),
             self.trace.basis,
             estimated=estimated,
@@ -166,11 +159,7 @@ class ReplayProvider:
         )
 
 
-def _ns(moment: datetime) -> int:
-    return pd.Timestamp(moment).as_unit("ns").value
-
-
-def _resolve_start(start: str | datetime | timedelta | None, trace: Trace) -> pd.Timestamp:
+def _resolve_start(start: str | datetime | timedelta | None, trace: Trace) -> datetime:
     """Where the replay begins: the trace start, moved by an offset, or an absolute instant."""
     if start is None or start == "":
         return trace.start
@@ -180,13 +169,13 @@ def _resolve_start(start: str | datetime | timedelta | None, trace: Trace) -> pd
         offset = parse_duration(start)
     else:
         try:
-            when = pd.Timestamp(start)
-        except (ValueError, TypeError):
+            when = start if isinstance(start, datetime) else datetime.fromisoformat(start.strip())
+        except (ValueError, TypeError, AttributeError):
             raise ConfigError(
                 f"replay start {start!r} is neither an offset into the trace (e.g. 36h) "
                 "nor an ISO timestamp"
             ) from None
-        when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
         if not trace.start <= when <= trace.end:
             raise ConfigError(
                 f"replay start {start!r} is outside trace {trace.path.name} "
