@@ -45,8 +45,9 @@ from carbonaware.providers.cache import ProviderCache
 WATCH_SERVER_TIMEOUT = 270  # seconds; the apiserver closes each watch after this
 WATCH_CLIENT_TIMEOUT = 300  # must exceed the server's
 # asyncio gives each TLS connection a 256 KiB read buffer, zeroed and so resident: 12.5 MB for
-# the ~50 connections kopf holds while 1,000 jobs are admitted. 64 KiB holds four full TLS
-# records (16 KiB each), so a large LIST is read in more, equally cheap, reads.
+# the ~50 connections kopf holds while 1,000 jobs are admitted. 64 KiB still holds four full
+# TLS records (16 KiB each); a large LIST takes more reads, and bench/scale.py's Job wave and
+# status times were no slower for it.
 TLS_READ_BUFFER_BYTES = 64 * 1024
 # Connections kopf may hold beyond one per handler thread: its watch streams (jobs, CRDs,
 # namespaces, peering; one per watched namespace), Event posts and the peering keep-alive.
