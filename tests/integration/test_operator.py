@@ -652,7 +652,7 @@ def test_metrics_endpoint_reports_intensity_jobs_and_provider_calls(
 def test_own_forecaster_reads_the_zones_history_once_for_all_its_jobs(
     operator: Operator, kube_api, fault_server
 ) -> None:
-    """A provider without a forecast (the loopback Electricity Maps answers 403 "not in
+    """A provider without a forecast (the loopback Electricity Maps answers 401 "not in
     plan"): the forecast strategy forecasts from the zone's past two weeks. Those come from
     the shared cache once for every job of the zone, and are not copied into each job's log."""
     from kubernetes import client

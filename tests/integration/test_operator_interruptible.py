@@ -190,7 +190,7 @@ def test_without_a_provider_forecast_the_own_forecaster_plans_the_pauses(
     kube_api,
     fault_server,
 ) -> None:
-    """The loopback Electricity Maps has no forecast (403 "not in plan"). Its zone's past two
+    """The loopback Electricity Maps has no forecast (401 "not in plan"). Its zone's past two
     weeks are dirty (300 g/kWh) except two clean hours (50) from three hours from now; the
     own forecaster sees that daily shape, so a 1 h job with 8 h of slack waits for it instead
     of running into the dirty hours now (with no forecast at all it would run at once)."""

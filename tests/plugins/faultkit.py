@@ -6,8 +6,12 @@
   mode that a test switches at any time: ``ok``, ``hang`` (answers after the client's
   timeout), ``error500``,
   ``ratelimit`` (429 with ``Retry-After``), ``malformed`` (not JSON), ``empty`` (no history, a
-  null latest value), ``gone`` (404 "zone not found"), ``stale`` (readings two days old),
-  ``leaky`` (401 and 500 whose bodies echo the caller's token back, as careless APIs do).
+  null latest value), ``gone`` (404, the unknown-zone body), ``stale`` (readings two days
+  old), ``leaky`` (401 and 500 whose bodies echo the caller's token back, as careless APIs
+  do; not Electricity Maps' own shape), ``badtoken`` (the API's 401 for a rejected token).
+  Endpoints the token's plan lacks (``not_in_plan``, by default the forecast, as on a free
+  account) answer the API's 401 "Request unauthorized for zoneKey=..." body. Error bodies
+  come from tests/plugins/provider_bodies.py, which names their sources.
   It counts requests per zone and kind.
 - :class:`OperatorProcess` runs ``carbonaware-operator`` as a child process (so it can be
   SIGKILLed and restarted) against a kubeconfig, watching given namespaces, logging to a file.
@@ -31,10 +35,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from provider_bodies import EM_BAD_TOKEN, em_not_in_plan, em_unknown_zone
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-MODES = ("ok", "hang", "error500", "ratelimit", "malformed", "empty", "gone", "stale", "leaky")
+MODES = (
+    "ok", "hang", "error500", "ratelimit", "malformed", "empty", "gone", "stale", "leaky",
+    "badtoken",
+)  # fmt: skip
 # A trainer's termination message (its JSON result line) for tests that play the kubelet.
 TRAINER_RESULT = (
     '{"status": "ok", "accuracy": 0.97, "epochs": 1, "wall_seconds": 3.0, "device": "cpu"}'
@@ -72,6 +80,8 @@ class FaultServer:
     # zone -> (wall time, gCO2eq/kWh): readings stamped from then on have that intensity (a
     # drop that comes with a new reading, as a provider's do)
     scheduled: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # the endpoints the token's plan lacks: a free account has latest and history only
+    not_in_plan: set[str] = field(default_factory=lambda: {"forecast"})
     requests: Counter = field(default_factory=Counter)  # (zone, kind) -> count
     arrivals: list = field(default_factory=list)  # (monotonic time, zone, kind)
     tokens_seen: set = field(default_factory=set)
@@ -155,9 +165,11 @@ class FaultServer:
             status = 401 if kind == "latest" else 500
             return _json({"message": f"invalid auth-token {token} for {zone}"}, status)
         if mode == "gone":
-            return _json({"message": f"Zone '{zone}' does not exist"}, 404)
-        if kind == "forecast":
-            return _json({"error": "forecast not in plan"}, 403)
+            return _json(*em_unknown_zone(zone))
+        if mode == "badtoken":
+            return _json(*EM_BAD_TOKEN)
+        if kind in self.not_in_plan:
+            return _json(*em_not_in_plan(zone, kind))
         now = datetime.now(UTC).replace(microsecond=0)
         if self.hourly_stamps:
             now = now.replace(minute=0, second=0)

@@ -15,6 +15,7 @@ from carbonaware.providers.base import ProviderUnavailableError, UnknownZoneErro
 from carbonaware.providers.http import make_session
 from carbonaware.providers.ukci import UKCarbonIntensityProvider
 from carbonaware.traces import load_trace
+from provider_bodies import ukci_error
 from werkzeug import Response
 
 NOW = datetime(2020, 6, 1, 12, 10, tzinfo=UTC)
@@ -122,7 +123,7 @@ def test_unknown_zones(httpserver, ukci):
         ukci.latest("GB-99")
     assert httpserver.log == []  # rejected without a request
     httpserver.expect_request("/regional/postcode/ZZ9").respond_with_json(
-        {"error": {"code": "400 Bad Request", "message": "Please enter a valid postcode"}},
+        ukci_error("400 Bad Request", "Please enter a valid postcode"),
         status=400,
     )
     with pytest.raises(UnknownZoneError) as info:
@@ -144,7 +145,7 @@ def test_rate_limit_server_errors_and_bad_json(httpserver, ukci, gb):
     assert time.monotonic() - began >= 1.0 and len(httpserver.log) == 2
     httpserver.clear()
     httpserver.expect_request("/intensity").respond_with_json(
-        {"error": {"code": "500 Internal Server Error", "message": "x"}}, status=500
+        ukci_error("500 Internal Server Error", "x"), status=500
     )
     with pytest.raises(ProviderUnavailableError, match="HTTP 500"):
         ukci.latest("GB")
@@ -214,3 +215,18 @@ def test_a_longer_history_pages_the_range_within_its_14_day_cap(
         assert [r.intensity for r in history] == [round(v) for v in expected]
     else:
         assert all(r.estimated for r in history)
+
+
+def test_an_error_object_in_a_200_is_still_an_error(httpserver, ukci):
+    """The API documents its error object with 400/500; a 200 that carries one (not
+    documented, seen from caches and gateways) is not read as data."""
+    httpserver.expect_request("/intensity").respond_with_json(
+        ukci_error("500 Internal Server Error", "upstream timeout")
+    )
+    with pytest.raises(ProviderUnavailableError, match="upstream timeout"):
+        ukci.latest("GB")
+    httpserver.expect_request("/regional/postcode/ZZ9").respond_with_json(
+        ukci_error("400 Bad Request", "Please enter a valid postcode")
+    )
+    with pytest.raises(UnknownZoneError, match="valid postcode"):
+        ukci.latest("GB-ZZ9")

@@ -14,8 +14,11 @@ DEFAULT_HISTORY = timedelta(hours=24)
 class ProviderError(Exception):
     """A provider call failed. Says which provider, zone and (when HTTP) status failed.
 
-    Messages never include credentials.
+    Messages never include credentials. ``meaning`` is what the failure means for the user,
+    in the project's words, when the client could tell (the message starts with it).
     """
+
+    meaning: str = ""
 
     def __init__(
         self, provider: str, zone: str | None, message: str, status: int | None = None
@@ -51,6 +54,24 @@ class ProviderUnavailableError(ProviderError):
 
 class NoForecastError(ProviderError):
     """This provider (or plan) offers no forecast for the zone."""
+
+
+class NotInPlanError(ProviderError):
+    """The credentials were accepted, but the account's plan does not include this endpoint
+    for this zone (Electricity Maps: 401 "You do not have access to this specific endpoint
+    for this specific zone"; WattTime: 403 on a data endpoint after a good login). Upgrading
+    the plan, not changing the token or password, is the fix; the message says so."""
+
+
+class ForecastNotInPlanError(NotInPlanError, NoForecastError):
+    """The plan has no forecast for the zone: every consumer of NoForecastError falls back
+    (the own forecaster, "forecast: none") as it would for a provider without forecasts."""
+
+
+class ZoneNotInPlanError(NotInPlanError, UnknownZoneError):
+    """The plan does not cover the zone's current readings at all: the zone is unusable
+    with this account, so consumers refuse it as they refuse an unknown zone (the operator
+    fails the job at once, the CLI exits 2), with the plan named as the limit."""
 
 
 class ConfigError(ValueError):

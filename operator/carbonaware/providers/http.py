@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 USER_AGENT = "carbonaware/0.1 (+https://github.com/carbonaware)"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
-# Given (status, server's message) returns the error type to raise, or None for the default.
-Classifier = Callable[[int, str], type[ProviderError] | None]
+# Given (status, server's message) returns the error type to raise, or (type, what it means
+# for the user, put before the server's words), or None for the default mapping.
+Classifier = Callable[[int, str], type[ProviderError] | tuple[type[ProviderError], str] | None]
 
 
 def make_session(
@@ -135,10 +136,15 @@ def _http_error(
     classify: Classifier | None,
 ) -> ProviderError:
     status = response.status_code
-    message = _scrub(_server_message(response), secrets)
+    raw = _server_message(response)
+    message = _scrub(raw, secrets)
     where = _where(response.url)
     said = f"{where} said: {message}" if message else f"{where} failed"
-    kind = classify(status, message) if classify else None
+    kind = classify(status, raw) if classify else None  # the server's words, unscrubbed
+    meaning = ""
+    if isinstance(kind, tuple):
+        kind, meaning = kind
+        said = f"{meaning}; {said}"
     if kind is None:
         if status in (401, 403):
             kind = AuthError
@@ -155,27 +161,44 @@ def _http_error(
             kind = ProviderError
     if kind is RateLimitedError:
         return RateLimitedError(provider, zone, said, status, retry_after=_retry_after(response))
-    return kind(provider, zone, said, status)
+    error = kind(provider, zone, said, status)
+    error.meaning = meaning
+    return error
 
 
 def _server_message(response: requests.Response) -> str:
-    """The human part of an error body, short: JSON ``message``/``error`` or the text."""
+    """The human part of an error body, short.
+
+    JSON bodies: ``error`` and ``message`` both when both are there (Electricity Maps puts
+    the zone and request type in ``error`` and the explanation in ``message``), a nested
+    ``{"error": {"code", "message"}}`` (UK Carbon Intensity), or ``detail`` as a string or as
+    FastAPI's 422 list of ``{"loc", "msg"}`` (WattTime v3). Else the text, unless HTML.
+    """
     try:
         body = response.json()
     except ValueError:
         body = None
-    text = ""
+    parts: list[str] = []
     if isinstance(body, dict):
-        for key in ("message", "error", "detail"):
-            value = body.get(key)
-            if isinstance(value, dict):
-                value = value.get("message") or value.get("code")
-            if value:
-                text = str(value)
-                break
+        for key in ("error", "message", "detail"):
+            parts += _texts(body.get(key))
     elif response.text and "<html" not in response.text[:200].lower():
-        text = response.text
-    return " ".join(text.split())[:200]
+        parts = [response.text]
+    text = " ".join(dict.fromkeys(p for p in parts if p))  # each part once, in order
+    return " ".join(text.split())[:240]
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [str(value.get("message") or value.get("code") or "")]
+    if isinstance(value, list):  # FastAPI 422: [{"loc": ["query", "region"], "msg": ...}]
+        found = []
+        for item in value:
+            if isinstance(item, dict):
+                where = ".".join(str(p) for p in item.get("loc", []) if p != "query")
+                found.append(f"{where}: {item.get('msg', '')}" if where else str(item.get("msg")))
+        return found
+    return [str(value)] if value not in (None, "") else []
 
 
 def _retry_after(response: requests.Response) -> float | None:
