@@ -21,6 +21,7 @@ from carbonaware.providers.electricitymaps import ElectricityMapsProvider
 from carbonaware.providers.http import make_session
 from carbonaware.providers.replay import ReplayProvider
 from carbonaware.providers.static import StaticProvider
+from provider_bodies import em_not_in_plan
 from werkzeug import Response
 
 TOKEN = "tok-cache-test"
@@ -192,8 +193,9 @@ def test_cached_chain_still_makes_one_request(httpserver, em):
 
 
 def test_chain_forecast_falls_through_a_provider_without_one(httpserver, em, traces_dir):
+    body, status = em_not_in_plan("GB", "forecast")  # a free plan: no forecast
     httpserver.expect_request("/v3/carbon-intensity/forecast").respond_with_json(
-        {"status": "error", "message": "Forecast not in plan"}, status=403
+        body, status=status
     )
     replay = ReplayProvider(
         traces_dir / "electricitymaps" / "GB_2022_hourly.csv", clock=lambda: 0.0

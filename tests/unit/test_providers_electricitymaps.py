@@ -15,14 +15,18 @@ import pytest
 from carbonaware.core.model import Basis
 from carbonaware.providers.base import (
     AuthError,
+    ForecastNotInPlanError,
     NoForecastError,
+    NotInPlanError,
     ProviderUnavailableError,
     RateLimitedError,
     UnknownZoneError,
+    ZoneNotInPlanError,
 )
 from carbonaware.providers.electricitymaps import ElectricityMapsProvider
 from carbonaware.providers.http import make_session
 from carbonaware.traces import load_trace
+from provider_bodies import EM_BAD_TOKEN, em_not_in_plan, em_unknown_zone
 from werkzeug import Response
 
 TOKEN = "em-tok-9f8e7d6c5b4a"
@@ -64,7 +68,7 @@ def point(zone: str, when: pd.Timestamp, value: float, basis: str = "direct") ->
 
 
 def query(zone: str, basis: str = "direct") -> dict:
-    return {"zone": zone, "disableCallerLookup": "true", "emissionFactorType": basis}
+    return {"zone": zone, "shouldUseFallbackCallerLookup": "false", "emissionFactorType": basis}
 
 
 def assert_clean_error(error: Exception, zone: str, status: int) -> None:
@@ -131,21 +135,44 @@ def test_rejected_token_is_an_auth_error_without_the_token(httpserver, em):
 
 
 def test_unknown_zone_is_an_error_not_another_country(httpserver, em):
+    body, status = em_unknown_zone("XX")
+    # the switch the v3 documentation names (issue #28 item 3): no caller-IP fallback
+    assert query("XX")["shouldUseFallbackCallerLookup"] == "false"
     httpserver.expect_request(LATEST, query_string=query("XX")).respond_with_json(
-        {"status": "error", "message": "Zone 'XX' does not exist."}, status=404
+        body, status=status
     )
     with pytest.raises(UnknownZoneError) as info:
         em.latest("XX")
+    assert not isinstance(info.value, ZoneNotInPlanError)
     assert_clean_error(info.value, "XX", 404)
     assert "does not exist" in str(info.value)
 
 
-def test_forecast_outside_plan_is_no_forecast(httpserver, em):
-    httpserver.expect_request("/v3/carbon-intensity/forecast").respond_with_json(
-        {"status": "error", "message": "Forecast is not included in your plan"}, status=403
-    )
-    with pytest.raises(NoForecastError):
-        em.forecast("GB")
+def respond(httpserver, path: str, answer: tuple[dict, int]) -> None:
+    body, status = answer
+    httpserver.expect_request(path).respond_with_json(body, status=status)
+
+
+def test_a_401_is_told_apart_by_its_body(httpserver, em):
+    """Issue #28 item 1: bad token, plan without the endpoint, plan without the zone."""
+    respond(httpserver, LATEST, EM_BAD_TOKEN)
+    with pytest.raises(AuthError, match="token was rejected: check ELECTRICITYMAPS_TOKEN"):
+        em.latest("GB")
+    httpserver.clear()
+    respond(httpserver, "/v3/carbon-intensity/forecast", em_not_in_plan("DE", "forecast"))
+    with pytest.raises(ForecastNotInPlanError) as forecast:
+        em.forecast("DE")
+    assert isinstance(forecast.value, NoForecastError)  # consumers fall back as without one
+    assert not isinstance(forecast.value, AuthError)
+    assert "plan does not include the forecast" in str(forecast.value)
+    assert "requestType=forecast" in str(forecast.value)  # the API's own words kept
+    respond(httpserver, LATEST, em_not_in_plan("DE", "latest"))
+    with pytest.raises(ZoneNotInPlanError) as zone:
+        em.latest("DE")
+    assert isinstance(zone.value, UnknownZoneError) and not isinstance(zone.value, AuthError)
+    assert "plan does not include this zone" in str(zone.value)
+    assert "token itself was accepted" in str(zone.value)
+    assert_clean_error(zone.value, "DE", 401)
 
 
 def test_429_retry_after_is_honoured(httpserver, em, gb):
@@ -284,3 +311,10 @@ def test_a_longer_history_pages_past_range_within_its_10_day_cap(httpserver, gb,
     expected = gb[NOW - pd.Timedelta(days=days) : NOW]
     assert [r.timestamp for r in history] == [t.to_pydatetime() for t in expected.index]
     assert [r.intensity for r in history] == pytest.approx(list(expected))  # no hour twice
+
+
+def test_a_plan_without_past_range_is_not_in_plan(httpserver, em):
+    respond(httpserver, "/v3/carbon-intensity/past-range", em_not_in_plan("GB", "past-range"))
+    with pytest.raises(NotInPlanError, match="does not include past-range") as info:
+        em.history("GB", timedelta(days=15))
+    assert not isinstance(info.value, AuthError | NoForecastError | UnknownZoneError)

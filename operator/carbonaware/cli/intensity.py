@@ -6,7 +6,7 @@ import click
 
 from carbonaware.cli.provider_options import build_source, provider_options
 from carbonaware.core.durations import format_duration
-from carbonaware.providers.base import NoForecastError
+from carbonaware.providers.base import NoForecastError, NotInPlanError
 
 
 @click.command()
@@ -21,12 +21,15 @@ def command(provider_args: dict) -> None:
         f"{reading.timestamp:%Y-%m-%d %H:%M} UTC ({reading.basis} factors, {kind}, "
         f"provider {reading.provider or source.provider.name})"
     )
+    none = "none from this provider"
     try:
         forecast = source.provider.forecast(source.zone)
-    except NoForecastError:
+    except NoForecastError as exc:  # the reading above stands: no forecast is no error
         forecast = []
+        if isinstance(exc, NotInPlanError):
+            none = f"none: {exc.meaning or exc.detail}"
     if forecast:
         reach = forecast[-1].timestamp - reading.timestamp
         click.echo(f"forecast: {len(forecast)} readings, up to {format_duration(reach)} ahead")
     else:
-        click.echo("forecast: none from this provider")
+        click.echo(f"forecast: {none}")

@@ -4,10 +4,17 @@
 History: the last 24 h come from ``/history``; a longer span from ``/past-range``, which the
 API caps at 10 days (240 hours) per call at hourly granularity, so longer spans are paged.
 
-Authentication is the ``auth-token`` header. Every call sends ``disableCallerLookup=true`` so
-that a zone the API does not know is an error rather than silently the caller's own country.
-Any zone key works (``CN``, ``GB``, ``US-CAL-CISO``, ...). ``emissionFactorType`` asks for
-direct (default here) or life-cycle factors.
+Authentication is the ``auth-token`` header. Every call sends
+``shouldUseFallbackCallerLookup=false`` (the switch the v3 documentation names) so that a zone
+the API does not know is an error rather than silently the caller's own country. Any zone key
+works (``CN``, ``GB``, ``US-CAL-CISO``, ...). ``emissionFactorType`` asks for direct (default
+here) or life-cycle factors.
+
+HTTP 401 has two meanings, told apart by the body (docs/providers.md): ``{"error": "Invalid
+auth-token"}`` is a rejected token (AuthError); ``{"error": "Request unauthorized for
+zoneKey=DE,requestType=forecast,...", "message": "You do not have access to this specific
+endpoint for this specific zone..."}`` is a plan without that endpoint or zone
+(ForecastNotInPlanError, ZoneNotInPlanError, NotInPlanError by endpoint).
 """
 
 from __future__ import annotations
@@ -23,15 +30,43 @@ from carbonaware.core.model import Basis, Reading, utc
 from carbonaware.providers.base import (
     DEFAULT_HISTORY,
     AuthError,
+    ForecastNotInPlanError,
     NoForecastError,
+    NotInPlanError,
     ProviderError,
     ProviderUnavailableError,
     UnknownZoneError,
+    ZoneNotInPlanError,
 )
 from carbonaware.providers.http import get_json, make_session, range_pages
 
 DEFAULT_BASE_URL = "https://api.electricitymaps.com"
 PAST_RANGE_LIMIT = timedelta(hours=240)  # the API's cap on one past-range call (hourly)
+# What the plan lacks, per endpoint: the error to raise and what it means for the user.
+_NOT_IN_PLAN: dict[str, tuple[type[ProviderError], str]] = {
+    "latest": (
+        ZoneNotInPlanError,
+        "your Electricity Maps plan does not include this zone (the token itself was "
+        "accepted; a free account covers only the zone(s) its plan lists in the portal)",
+    ),
+    "forecast": (
+        ForecastNotInPlanError,
+        "your Electricity Maps plan does not include the forecast for this zone (free "
+        "accounts get latest and the last 24 h only)",
+    ),
+    "history": (
+        NotInPlanError,
+        "your Electricity Maps plan does not include the last 24 h for this zone",
+    ),
+    "past-range": (
+        NotInPlanError,
+        "your Electricity Maps plan does not include past-range (history beyond 24 h)",
+    ),
+}
+_BAD_TOKEN = (
+    "the token was rejected: check ELECTRICITYMAPS_TOKEN (or the file it names, or the "
+    "Secret's token)"
+)
 
 
 class ElectricityMapsProvider:
@@ -92,14 +127,14 @@ class ElectricityMapsProvider:
         return sorted(readings, key=lambda r: r.timestamp)
 
     def _get(self, kind: str, zone: str, **extra: str) -> Any:
-        def classify(status: int, message: str) -> type[ProviderError] | None:
+        def classify(status: int, message: str):
             text = message.lower()
             if status == 404 or (status == 400 and "zone" in text):
                 return UnknownZoneError
-            if kind == "forecast" and status == 403:
-                return NoForecastError  # the plan does not include forecasts
+            if status in (401, 403) and _not_in_plan(text):
+                return _NOT_IN_PLAN[kind]
             if status in (401, 403):
-                return AuthError
+                return AuthError, _BAD_TOKEN
             return None
 
         return get_json(
@@ -110,7 +145,7 @@ class ElectricityMapsProvider:
             timeout=self.timeout,
             params={
                 "zone": zone,
-                "disableCallerLookup": "true",
+                "shouldUseFallbackCallerLookup": "false",
                 "emissionFactorType": self.basis.value,
                 **extra,
             },
@@ -141,6 +176,11 @@ class ElectricityMapsProvider:
             raise ProviderUnavailableError(
                 self.name, zone, f"unexpected response shape ({type(exc).__name__}: {exc})"
             ) from None
+
+
+def _not_in_plan(text: str) -> bool:
+    """The body of a 401 that is about the plan, not the token."""
+    return "do not have access" in text or "request unauthorized for zonekey" in text
 
 
 def _iso(moment: datetime) -> str:
