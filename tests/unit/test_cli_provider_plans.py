@@ -1,5 +1,5 @@
 """``carbonctl`` on a free Electricity Maps plan, through the real console script against
-faultkit's loopback server answering with the API's own 401 bodies (issue #28 item 1)."""
+faultkit's loopback server answering with the API's own 401 bodies (issue #28 items 1, 2)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from faultkit import FaultServer
 
 CARBONCTL = str(Path(sys.executable).parent / "carbonctl")
+PY = sys.executable
 TOKEN = "em-free-7d1c0b2a9e"
 
 
@@ -62,3 +63,21 @@ def test_a_rejected_token_says_so(server, tmp_path):
     result = carbonctl(server, tmp_path, "intensity", "--zone", "DE")
     assert result.returncode == 2
     assert "the token was rejected: check ELECTRICITYMAPS_TOKEN" in result.stderr
+
+
+def test_forecast_strategy_on_a_free_plan_uses_the_own_forecaster_on_the_last_day(server, tmp_path):
+    server.not_in_plan = {"forecast", "past-range"}
+    result = carbonctl(
+        server, tmp_path, "run", "--zone", "DE", "--strategy", "forecast",
+        "--max-delay", "2h", "--expected-duration", "1h", "--poll", "1h",
+        "--", PY, "-c", "print('ran')",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (
+        "forecaster history: last 24h of electricitymaps history only (your Electricity "
+        "Maps plan does not include past-range"
+    ) in result.stdout
+    assert "forecast from own forecaster" in result.stdout
+    assert "ran" in result.stdout
+    assert "forecast unavailable" not in result.stderr and "HTTP 401" not in result.stderr
+    assert server.count("DE", "past-range") == 1 and server.count("DE", "history") == 1

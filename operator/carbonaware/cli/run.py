@@ -41,6 +41,7 @@ from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.model import Reading
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
 from carbonaware.providers.base import NoForecastError, ProviderError
+from carbonaware.providers.history import SeedHistory, seed_history
 
 EXIT_INTERRUPTED = 130
 STAND_IN_SECONDS = 3
@@ -166,13 +167,16 @@ def command(
         {"submitted_at": state.submitted_at, "deadline": state.submitted_at + settings.max_delay}
     )
     state.log.append(first)
-    history = _history(source)
+    seed = _history(source)
+    history = list(seed.readings)
     click.echo(
         f"carbonctl run: zone {source.zone} via {source.provider.name}; {settings.strategy} "
         f"strategy, threshold {threshold:g} g/kWh, "
         f"deadline in {format_duration(settings.max_delay)}"
         + (f"; replay at {source.speed:g}× real time" if source.speed != 1 else "")
     )
+    if settings.strategy == Strategy.FORECAST:
+        click.echo(f"forecaster history: {seed.label}")
     click.echo(f"workload: {workload.description}")
 
     interrupted = False
@@ -335,13 +339,14 @@ def _new_log(source: Source, settings: PolicySettings) -> IntensityLog:
     )
 
 
-def _history(source: Source) -> list[Reading]:
-    """The two weeks before submission, to seed our own forecaster; none is fine."""
-    try:
-        history = source.provider.history(source.zone, FORECASTER_HISTORY)
-        return [r for r in history if not r.forecast]
-    except ProviderError:
-        return []
+def _history(source: Source) -> SeedHistory:
+    """The two weeks before submission to seed our own forecaster, or as much of them as
+    the plan gives (the last 24 h, else none: providers/history.py)."""
+    return seed_history(
+        lambda span: source.provider.history(source.zone, span),
+        FORECASTER_HISTORY,
+        source.provider.name,
+    )
 
 
 def _forecast(source: Source, settings: PolicySettings) -> list[Reading]:

@@ -39,6 +39,7 @@ from typing import Any
 from carbonaware.core.cadence import Cadence, next_poll, observe
 from carbonaware.core.model import Reading
 from carbonaware.providers.base import DEFAULT_HISTORY, Provider, ProviderError
+from carbonaware.providers.history import SeedHistory, seed_history
 
 _PRUNE_ABOVE = 4096
 # Refresh-ahead (one fetch a period) goes on while somebody asked for the zone this recently
@@ -111,6 +112,28 @@ class ProviderCache:
         ttl = self.ttl if ttl_seconds is None else max(self.ttl, ttl_seconds)
         return list(self._get(provider, zone, kind, lambda: provider.history(zone, span), ttl))
 
+    def seed_history(
+        self, provider: Provider, zone: str, span: timedelta, ttl_seconds: float
+    ) -> SeedHistory:
+        """The zone's past for a forecaster, degraded as the plan allows (span → last 24 h
+        → nothing; see providers/history.py), one per zone for every job that asks.
+
+        Kept ``ttl_seconds`` (at least the TTL) when the plan set the limit; when a passing
+        failure made it degrade, only the cache's TTL, so the next asker tries again."""
+        ttl = max(self.ttl, ttl_seconds)
+
+        def fetch(asked: timedelta) -> list[Reading]:
+            return self.history(provider, zone, asked, ttl)
+
+        name = getattr(provider, "name", "provider")
+        return self._get(
+            provider,
+            zone,
+            f"seed:{span.total_seconds():g}s",
+            lambda: seed_history(fetch, span, name),
+            lambda seed: ttl if seed.settled else self.ttl,
+        )
+
     async def alatest(self, provider: Provider, zone: str) -> Reading:
         return await asyncio.to_thread(self.latest, provider, zone)
 
@@ -143,7 +166,7 @@ class ProviderCache:
         zone: str,
         kind: str,
         call: Callable[[], Any],
-        ttl: float | None = None,
+        ttl: float | Callable[[Any], float] | None = None,
     ) -> Any:
         return self._lookup((cache_key(provider), zone, kind), call, ttl, asked=True)
 
@@ -151,10 +174,11 @@ class ProviderCache:
         self,
         key: tuple[str, str, str],
         call: Callable[[], Any],
-        ttl: float | None = None,
+        ttl: float | Callable[[Any], float] | None = None,
         asked: bool = False,
     ) -> Any:
-        """``asked``: a caller wants it (not a refresh-ahead), which keeps refreshes going."""
+        """``asked``: a caller wants it (not a refresh-ahead), which keeps refreshes going.
+        ``ttl`` may depend on the value fetched (a callable given it)."""
         _, zone, kind = key
         with self._lock:
             now = self._clock()
@@ -185,7 +209,7 @@ class ProviderCache:
             self._settle(key, None)
             future.set_exception(exc)
             raise
-        lifetime = self.ttl if ttl is None else ttl
+        lifetime = self.ttl if ttl is None else ttl(value) if callable(ttl) else ttl
         if kind == "latest" and self.follow_grid:
             lifetime, for_new_reading = self._phase(key, value)
             if for_new_reading:
@@ -321,3 +345,6 @@ class CachedProvider:
 
     def history(self, zone: str, span: timedelta = DEFAULT_HISTORY) -> list[Reading]:
         return self.cache.history(self.inner, zone, span)
+
+    def seed_history(self, zone: str, span: timedelta, ttl_seconds: float) -> SeedHistory:
+        return self.cache.seed_history(self.inner, zone, span, ttl_seconds)
