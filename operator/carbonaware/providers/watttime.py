@@ -2,9 +2,17 @@
 
 ``GET /login`` with HTTP basic auth returns a bearer token (valid about 30 minutes); it is
 fetched lazily and fetched again once when a call answers 401. ``/v3/historical`` gives the
-past (the latest reading is its last point), ``/v3/forecast`` the next 48 hours. Values come
-in lbs CO2/MWh and are converted to g/kWh (1 lb/MWh = 0.453592 g/kWh). Zones are WattTime
-region codes such as ``CAISO_NORTH``. The basis is always marginal.
+past (paged: the API caps one call at 32 days; pages of 30 days as WattTime's own client
+cuts them), ``/v3/forecast`` the next 48 hours, and the latest reading is the forecast's
+first point (``horizon_hours=0``), as WattTime's v3 transition guide advises for real-time
+use: ``historical`` lags by up to a few hours in some regions. Values come in lbs CO2/MWh
+and are converted to g/kWh (1 lb/MWh = 0.453592 g/kWh). Zones are WattTime region codes such
+as ``CAISO_NORTH``. The basis is always marginal.
+
+A 403 after a good login is the plan, not the password: free accounts get ``historical``
+and ``forecast`` for CAISO_NORTH only. Such a region is refused (ZoneNotInPlanError) with a
+message that says so; ``/v3/signal-index`` (a percentile, free everywhere) is not used,
+because the product's thresholds and accounting are in g/kWh (docs/providers.md).
 """
 
 from __future__ import annotations
@@ -21,12 +29,15 @@ from carbonaware.core.model import Basis, Reading, utc
 from carbonaware.providers.base import (
     DEFAULT_HISTORY,
     AuthError,
+    ForecastNotInPlanError,
     NoForecastError,
+    NotInPlanError,
     ProviderError,
     ProviderUnavailableError,
     UnknownZoneError,
+    ZoneNotInPlanError,
 )
-from carbonaware.providers.http import get_json, make_session
+from carbonaware.providers.http import get_json, make_session, range_pages
 
 DEFAULT_BASE_URL = "https://api.watttime.org"
 LBS_PER_MWH_TO_G_PER_KWH = 0.453592
@@ -34,6 +45,18 @@ _TO_G_PER_KWH = {
     "lbs_co2_per_mwh": LBS_PER_MWH_TO_G_PER_KWH,
     "kg_co2_per_mwh": 1.0,
     "g_co2_per_kwh": 1.0,
+}
+_BAD_LOGIN = "the login was refused: check WATTTIME_USERNAME and WATTTIME_PASSWORD"
+HISTORICAL_PAGE = timedelta(days=30)  # the API caps one historical call at 32 days
+_PLAN = (
+    "your WattTime plan does not include {what} for this region (the login worked; free "
+    "accounts get historical and forecast data for CAISO_NORTH only, elsewhere only a "
+    "percentile from /v3/signal-index, which is not g/kWh and is not used here)"
+)
+_NOT_IN_PLAN: dict[str, tuple[type[ProviderError], str]] = {
+    "latest": (ZoneNotInPlanError, _PLAN.format(what="current data")),
+    "forecast": (ForecastNotInPlanError, _PLAN.format(what="the forecast")),
+    "historical": (NotInPlanError, _PLAN.format(what="historical data")),
 }
 
 
@@ -71,45 +94,48 @@ class WattTimeProvider:
     # --- Provider -----------------------------------------------------------------------
 
     def latest(self, zone: str) -> Reading:
-        readings = self._historical(zone, timedelta(hours=1))
+        """The forecast's first point: the current value, never behind like historical."""
+        readings = self._forecast(zone, 0, kind="latest")
         if not readings:
-            raise ProviderUnavailableError(self.name, zone, "no data in the last hour")
-        return readings[-1]
+            raise ProviderUnavailableError(self.name, zone, "the forecast had no first point")
+        return readings[0]
 
     def history(self, zone: str, span: timedelta = DEFAULT_HISTORY) -> list[Reading]:
-        return self._historical(zone, span)
+        now = datetime.fromtimestamp(self._clock(), tz=UTC)
+        readings: dict[datetime, Reading] = {}  # pages meet at a shared point: one each
+        for start, end in range_pages(now - span, now, HISTORICAL_PAGE):
+            params = {
+                "region": zone,
+                "signal_type": self.signal_type,
+                "start": _iso(start),
+                "end": _iso(end),
+            }
+            body = self._get("/v3/historical", zone, params, kind="historical")
+            readings.update((r.timestamp, r) for r in self._readings(zone, body, forecast=False))
+        return sorted(readings.values(), key=lambda r: r.timestamp)
 
     def forecast(self, zone: str) -> list[Reading]:
-        body = self._get(
-            "/v3/forecast",
-            zone,
-            {"region": zone, "signal_type": self.signal_type, "horizon_hours": 48},
-            forecast=True,
-        )
-        readings = self._readings(zone, body, forecast=True)
+        readings = self._forecast(zone, 48, kind="forecast")
         if not readings:
             raise NoForecastError(self.name, zone, "the forecast came back empty")
         return readings
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _historical(self, zone: str, window: timedelta) -> list[Reading]:
-        now = datetime.fromtimestamp(self._clock(), tz=UTC)
-        params = {
-            "region": zone,
-            "signal_type": self.signal_type,
-            "start": _iso(now - window),
-            "end": _iso(now),
-        }
-        return self._readings(zone, self._get("/v3/historical", zone, params), forecast=False)
+    def _forecast(self, zone: str, hours: int, *, kind: str) -> list[Reading]:
+        """``/v3/forecast`` over ``hours``; its points are the future unless ``kind`` is
+        latest (then the first is the current value)."""
+        params = {"region": zone, "signal_type": self.signal_type, "horizon_hours": hours}
+        body = self._get("/v3/forecast", zone, params, kind=kind)
+        return self._readings(zone, body, forecast=kind == "forecast")
 
-    def _get(self, path: str, zone: str, params: dict, *, forecast: bool = False) -> Any:
-        def classify(status: int, message: str) -> type[ProviderError] | None:
+    def _get(self, path: str, zone: str, params: dict, *, kind: str) -> Any:
+        def classify(status: int, message: str):
             text = message.lower()
             if status == 404 or (status == 400 and "region" in text):
                 return UnknownZoneError
-            if forecast and status == 403 and "forecast" in text:
-                return NoForecastError
+            if status == 403:  # the login just worked: the plan, not the password
+                return _NOT_IN_PLAN[kind]
             return None
 
         for attempt in (1, 2):
@@ -143,7 +169,9 @@ class WattTimeProvider:
                     timeout=self.timeout,
                     auth=(self._username, self._password),
                     secrets=[self._password],
-                    classify=lambda status, _: AuthError if status in (400, 401, 403) else None,
+                    classify=lambda status, _: (
+                        (AuthError, _BAD_LOGIN) if status in (400, 401, 403) else None
+                    ),
                 )
                 token = body.get("token") if isinstance(body, dict) else None
                 if not token:
