@@ -685,6 +685,7 @@ def test_own_forecaster_reads_the_zones_history_once_for_all_its_jobs(
         decision = running["decision"]
         assert decision.get("forecastSource") == "own-forecaster", decision
         assert "own forecaster" in decision["reason"], decision
+        assert running.get("forecasterHistory") == "15d of electricitymaps history", running
         # The log holds what the job read since it was submitted, not two weeks.
         assert running["readingCount"] < 10, running
         config_map = client.CoreV1Api(kube_api).read_namespaced_config_map(

@@ -782,13 +782,12 @@ class Tick:
         per log ConfigMap. Nice to have: without it the forecaster works from the job's own
         readings (and says so in the decision's reason)."""
         first = log.readings[0].timestamp if log.readings else now
-        try:
-            history = self.rt.cache.history(
-                source.provider, spec.zone, FORECASTER_HISTORY, ttl_seconds=HISTORY_TTL_SECONDS
-            )
-        except ProviderError:
-            return []
-        return [r for r in history if r.timestamp < first]
+        # as much of it as the plan gives (two weeks, the last day, none), and status says which
+        seed = self.rt.cache.seed_history(
+            source.provider, spec.zone, FORECASTER_HISTORY, HISTORY_TTL_SECONDS
+        )
+        self.desired["forecasterHistory"] = seed.label
+        return [r for r in seed.readings if r.timestamp < first]
 
     def _start(
         self, spec: CarbonAwareJobSpec, source: JobSource, decision: Decision, now: datetime

@@ -190,6 +190,7 @@ class CarbonAwareJobStatus(_Camel):
     reading_provider: str | None = None
     reading_basis: str | None = None
     reading_count: int | None = None
+    forecaster_history: str | None = None  # what the own forecaster was seeded with
     decision: Decision | None = None
     started_at: str | None = None
     completed_at: str | None = None
