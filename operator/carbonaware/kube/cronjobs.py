@@ -338,14 +338,23 @@ class CronTick:
             return self.patch()
         now = clock.now()
         self.desired["clock"] = "replay" if clock.replay else "wall"
-        runs = [run_of(c) for c in self.api.runs(self.namespace, self.name, self.uid)]
+        children = self.api.runs(self.namespace, self.name, self.uid)
+        # A run being deleted (Replace, a history limit, a user) is on its way out: it is
+        # neither active nor still to count.
+        runs = [run_of(c) for c in children if not c["metadata"].get("deletionTimestamp")]
         self._account(runs, spec)
         runs = self._prune(runs, spec)
-        message = "suspended: no new runs" if spec.suspend else ""
+        ok, reason, message = True, "Suspended", "suspended: no new runs"
         if not spec.suspend:
-            message = self._schedule(spec, clock, now, runs)
+            reason = "Scheduling"
+            try:
+                message = self._schedule(spec, clock, now, runs)
+            except SpecError as exc:  # the run's name is taken by an object not ours
+                ok, reason, message = False, "RunNotCreated", str(exc)
+                if (self._ready() or {}).get("message") != message:
+                    self.events.append((reason, message, True))
         self.desired["active"] = build_active(runs)
-        self.condition(True, "Suspended" if spec.suspend else "Scheduling", message)
+        self.condition(ok, reason, message)
         return self.patch()
 
     def _ready(self) -> dict[str, Any] | None:
