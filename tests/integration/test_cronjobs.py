@@ -143,36 +143,6 @@ def operator(crd, kube_api, kubeconfig: Path, tmp_path: Path) -> Iterator[tuple]
             release(kube_api, ns)
 
 
-def test_the_operators_service_account_may_manage_cron_jobs_and_their_runs(
-    kubectl: str, kubeconfig: Path
-) -> None:
-    subprocess.run(
-        [kubectl, "--kubeconfig", str(kubeconfig), "apply", "-f", "manifests/namespace.yaml"],
-        check=True,
-        capture_output=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    subprocess.run(
-        [kubectl, "--kubeconfig", str(kubeconfig), "apply", "-f", "manifests/rbac.yaml"],
-        check=True,
-        capture_output=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    sa = "system:serviceaccount:carbonaware-system:carbonaware-operator"
-    for verb, resource in [
-        ("watch", "carbonawarecronjobs.carbonaware.io"),
-        ("patch", "carbonawarecronjobs.carbonaware.io/status"),
-        ("create", "carbonawarejobs.carbonaware.io"),
-        ("delete", "carbonawarejobs.carbonaware.io"),
-    ]:
-        answer = subprocess.run(
-            [kubectl, "--kubeconfig", str(kubeconfig), "auth", "can-i", verb, resource, "--as", sa],
-            capture_output=True,
-            text=True,
-        )
-        assert answer.stdout.strip() == "yes", (verb, resource, answer.stdout, answer.stderr)
-
-
 def test_runs_at_each_scheduled_time_totals_the_series_and_prunes_history(
     operator, kube_api, kubectl: str, kubeconfig: Path
 ) -> None:
