@@ -144,7 +144,7 @@ def operator(crd, kube_api, kubeconfig: Path, tmp_path: Path) -> Iterator[tuple]
 
 
 def test_runs_at_each_scheduled_time_totals_the_series_and_prunes_history(
-    operator, kube_api, kubectl: str, kubeconfig: Path
+    operator, kube_api, kubectl: str, kubeconfig: Path, tmp_path: Path
 ) -> None:
     from kubernetes import client
 
@@ -246,6 +246,16 @@ def test_runs_at_each_scheduled_time_totals_the_series_and_prunes_history(
     assert header[:7] == ["NAME", "SCHEDULE", "SUSPEND", "LAST", "RUN", "NEXT", "RUN"]
     assert values[1:6] == ["0", "*", "*", "*", "*"] and values[6] == "true"
     assert values[7] == status["lastScheduleTime"]
+
+    # kubectl carbon plot draws the series from the cron job's status (status.series, pruned
+    # runs included).
+    from carbonaware.cli.kubectl_carbon import main as kubectl_carbon
+
+    out = tmp_path / "series.png"
+    kubectl_carbon(
+        ["plot", "cacj/nightly", "-n", ns, "--kubeconfig", str(kubeconfig), "-o", str(out)]
+    )
+    assert out.read_bytes().startswith(b"\x89PNG")
 
 
 def test_forbid_holds_the_next_run_back_and_replace_deletes_the_active_one(
