@@ -143,6 +143,7 @@ def operator(crd, kube_api, kubeconfig: Path, tmp_path: Path) -> Iterator[tuple]
             release(kube_api, ns)
 
 
+@pytest.mark.slow  # ~40 s: four runs, each finished, then the history pruned
 def test_runs_at_each_scheduled_time_totals_the_series_and_prunes_history(
     operator, kube_api, kubectl: str, kubeconfig: Path, tmp_path: Path
 ) -> None:
