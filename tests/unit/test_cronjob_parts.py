@@ -16,7 +16,7 @@ from carbonaware.cli.kubectl_carbon import plot_cron_series
 from carbonaware.core import backtest as bt
 from carbonaware.core.backtest_recurring import scheduled_arrivals, series_runs
 from carbonaware.core.recurring import Run, Schedule, child_name
-from carbonaware.kube import cronjobs
+from carbonaware.kube import cronjob_builders as cronjobs
 from carbonaware.kube.models import SpecError
 from click.testing import CliRunner
 from hypothesis import given, settings
