@@ -15,6 +15,7 @@ import itertools
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -132,10 +133,10 @@ def finish(kube_api, ns: str, run_name: str, ok: bool) -> None:
     )
 
 
-@pytest.fixture
-def operator(crd, kube_api, kubeconfig: Path, tmp_path: Path) -> Iterator[tuple]:
+@contextmanager
+def operator_in_namespace(kube_api, kubeconfig: Path, log: Path) -> Iterator[tuple]:
     with throwaway_namespace(kube_api, "cron") as ns:
-        process = OperatorProcess(kubeconfig, (ns,), tmp_path / "operator.log").start()
+        process = OperatorProcess(kubeconfig, (ns,), log).start()
         try:
             yield ns, process
         finally:
@@ -143,13 +144,28 @@ def operator(crd, kube_api, kubeconfig: Path, tmp_path: Path) -> Iterator[tuple]
             release(kube_api, ns)
 
 
+@pytest.fixture(scope="module")
+def shared(crd, kube_api, kubeconfig: Path, tmp_path_factory) -> Iterator[tuple]:
+    """One operator and namespace for the tests that do not restart it (distinct names)."""
+    log = tmp_path_factory.mktemp("cron") / "operator.log"
+    with operator_in_namespace(kube_api, kubeconfig, log) as running:
+        yield running
+
+
+@pytest.fixture
+def operator(crd, kube_api, kubeconfig: Path, tmp_path: Path) -> Iterator[tuple]:
+    """An operator of the test's own, which it may kill."""
+    with operator_in_namespace(kube_api, kubeconfig, tmp_path / "operator.log") as running:
+        yield running
+
+
 @pytest.mark.slow  # ~40 s: four runs, each finished, then the history pruned
 def test_runs_at_each_scheduled_time_totals_the_series_and_prunes_history(
-    operator, kube_api, kubectl: str, kubeconfig: Path, tmp_path: Path
+    shared, kube_api, kubectl: str, kubeconfig: Path, tmp_path: Path
 ) -> None:
     from kubernetes import client
 
-    ns, _ = operator
+    ns, _ = shared
     spec = cron_spec(successfulJobsHistoryLimit=2, failedJobsHistoryLimit=1)
     create_cron(kube_api, ns, "nightly", spec)
     wait_for(lambda: len(runs(kube_api, ns, "nightly")) >= 4, 60, "four runs")
@@ -260,9 +276,9 @@ def test_runs_at_each_scheduled_time_totals_the_series_and_prunes_history(
 
 
 def test_forbid_holds_the_next_run_back_and_replace_deletes_the_active_one(
-    operator, kube_api
+    shared, kube_api
 ) -> None:
-    ns, _ = operator
+    ns, _ = shared
     create_cron(kube_api, ns, "forbid", cron_spec(concurrencyPolicy="Forbid"))
     create_cron(kube_api, ns, "replace", cron_spec(concurrencyPolicy="Replace"))
     wait_for(lambda: runs(kube_api, ns, "forbid"), 30, "forbid's first run")
@@ -291,6 +307,8 @@ def test_forbid_holds_the_next_run_back_and_replace_deletes_the_active_one(
         replaced["nextScheduleTime"],  # replaced again between the two reads
     )
     assert event_reasons(kube_api, ns, "replace").count("RunReplaced") >= 2
+    for name in ("forbid", "replace"):  # no more runs while the module's other tests run
+        set_suspend(kube_api, ns, name, True)
 
 
 def test_an_operator_restart_across_a_scheduled_time_makes_exactly_one_run(
@@ -338,10 +356,10 @@ def test_an_operator_restart_across_a_scheduled_time_makes_exactly_one_run(
     assert event_reasons(kube_api, ns, "restart").count("RunCreated") == len(after)
 
 
-def test_a_bad_schedule_or_template_is_refused_or_reported(operator, kube_api) -> None:
+def test_a_bad_schedule_or_template_is_refused_or_reported(shared, kube_api) -> None:
     from kubernetes.client.exceptions import ApiException
 
-    ns, _ = operator
+    ns, _ = shared
     with pytest.raises(ApiException) as refused:
         create_cron(kube_api, ns, "words", cron_spec(schedule="every night"))
     assert "five-field cron line" in refused.value.body
