@@ -213,6 +213,11 @@ def render_plot(log: IntensityLog, path: str | Path | None = None) -> bytes:
             color="#888888",
         )
 
+    return save_png(fig, path)
+
+
+def save_png(fig, path: str | Path | None) -> bytes:
+    """The figure as PNG bytes, written to ``path`` when given; the figure is closed."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)

@@ -36,8 +36,13 @@ TOKEN = "em-tok-7f3a9c1e-never-print-me"
 
 # resource -> verbs: exactly what the operator's code (and kopf under it) calls.
 NEEDED = {
-    # kopf: list+watch the jobs; patch for its finalizer and bookkeeping annotations.
-    "carbonawarejobs.carbonaware.io": {"get", "list", "watch", "patch"},
+    # kopf: list+watch the jobs; patch for its finalizer and bookkeeping annotations;
+    # kube/cronjobs.py: create each run (409 -> get), delete runs (history, Replace).
+    "carbonawarejobs.carbonaware.io": {"get", "list", "watch", "patch", "create", "delete"},
+    # kopf on CarbonAwareCronJobs, as on the jobs; status and owned runs likewise.
+    "carbonawarecronjobs.carbonaware.io": {"get", "list", "watch", "patch"},
+    "carbonawarecronjobs.carbonaware.io/status": {"patch"},
+    "carbonawarecronjobs.carbonaware.io/finalizers": {"update"},
     # handlers: every status write (Tick -> patch.status).
     "carbonawarejobs.carbonaware.io/status": {"patch"},
     # owned objects with blockOwnerDeletion (OwnerReferencesPermissionEnforcement).

@@ -395,7 +395,7 @@ def em_threshold_spec(server: FaultServer, zone: str, poll: str, workload: dict)
 
 
 def release(kube_api, namespace: str) -> None:
-    """Drop kopf's finalizers from the CarbonAwareJobs left in ``namespace``.
+    """Drop kopf's finalizers from the CarbonAwareJobs (and cron jobs) left in ``namespace``.
 
     The operator adds one (its timers need it) and removes it when a job is deleted while it
     runs; once a test has stopped its operator, nothing would, and the namespace would hang
@@ -404,19 +404,25 @@ def release(kube_api, namespace: str) -> None:
     from kubernetes import client
 
     api = client.CustomObjectsApi(kube_api)
-    items = api.list_namespaced_custom_object(
-        "carbonaware.io", "v1alpha1", namespace, "carbonawarejobs"
-    )["items"]
-    for item in items:
-        if item["metadata"].get("finalizers"):
-            api.patch_namespaced_custom_object(
-                "carbonaware.io",
-                "v1alpha1",
-                namespace,
-                "carbonawarejobs",
-                item["metadata"]["name"],
-                {"metadata": {"finalizers": None}},
-            )
+    for plural in ("carbonawarejobs", "carbonawarecronjobs"):
+        try:
+            items = api.list_namespaced_custom_object(
+                "carbonaware.io", "v1alpha1", namespace, plural
+            )["items"]
+        except client.exceptions.ApiException as exc:
+            if exc.status == 404:  # that CRD is not installed
+                continue
+            raise
+        for item in items:
+            if item["metadata"].get("finalizers"):
+                api.patch_namespaced_custom_object(
+                    "carbonaware.io",
+                    "v1alpha1",
+                    namespace,
+                    plural,
+                    item["metadata"]["name"],
+                    {"metadata": {"finalizers": None}},
+                )
 
 
 def install_crds(kubectl: str, kubeconfig: Path, manifests: Path) -> None:
@@ -431,7 +437,11 @@ def install_crds(kubectl: str, kubeconfig: Path, manifests: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
 
-    for name in ("crd.yaml", "peering.yaml"):
+    for name in ("crd.yaml", "cronjob-crd.yaml", "peering.yaml"):
         kubectl_ok("apply", "-f", str(manifests / name))
-    for crd in ("carbonawarejobs.carbonaware.io", "clusterkopfpeerings.kopf.dev"):
+    for crd in (
+        "carbonawarejobs.carbonaware.io",
+        "carbonawarecronjobs.carbonaware.io",
+        "clusterkopfpeerings.kopf.dev",
+    ):
         kubectl_ok("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")

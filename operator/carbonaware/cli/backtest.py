@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from carbonaware.cli import backtest_schedule
 from carbonaware.core import backtest as bt
 from carbonaware.core.durations import parse_duration
 from carbonaware.traces import detect_format, load_issued_forecasts, load_trace
@@ -148,6 +149,7 @@ def _table(report: list[dict]) -> str:
     "above the plan's cutoff (fewer suspend/resume cycles).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@backtest_schedule.schedule_options
 def command(
     traces: tuple[Path, ...],
     policies: tuple[str, ...],
@@ -159,9 +161,16 @@ def command(
     forecast_error: str,
     hysteresis: float,
     as_json: bool,
+    schedule: str | None,
+    time_zone: str | None,
+    window: str | None,
+    series_plot: Path | None,
 ) -> None:
     """Replay job arrivals against real traces and compare scheduling policies."""
-    length, delay = parse_duration(duration), parse_duration(max_delay)
+    backtest_schedule.check(schedule, time_zone, window, series_plot)
+    length, delay = parse_duration(duration), parse_duration(window or max_delay)
+    if schedule:
+        arrivals, max_delay = f"schedule {schedule} {time_zone or 'UTC'}", window or max_delay
     chosen = _expand(policies)
     report = []
     started = time.perf_counter()
@@ -170,7 +179,11 @@ def command(
         try:
             series = bt.regular_series(trace.series, trace.forecast)
             job = bt.JobShape(series.steps(length), int(delay / series.step))
-            when = _arrivals(arrivals, series, job, seed)
+            when = (
+                backtest_schedule.arrivals(schedule, time_zone, series, job)
+                if schedule
+                else _arrivals(arrivals, series, job, seed)
+            )
             provider = _provider_forecast(forecast_error, series, path, job, seed)
             run = bt.evaluate(
                 series,
@@ -182,6 +195,9 @@ def command(
                 own_forecast=lambda s=series: bt.own_forecast(s),
                 hysteresis=hysteresis,
             )
+            if series_plot is not None:
+                what = f"{trace.zone or path.stem}: {arrivals}, window {max_delay}"
+                backtest_schedule.write_series_plot(series_plot, path, series, when, job, what)
         except bt.BacktestError as exc:
             raise click.ClickException(f"{path}: {exc}") from None
         report.append(

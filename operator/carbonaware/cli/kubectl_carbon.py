@@ -2,6 +2,7 @@
 
     kubectl carbon status NAME [-n NS]        what the job is doing and what it cost
     kubectl carbon plot NAME [-o FILE]        carbon_plot.png from the job's log ConfigMap
+    kubectl carbon plot cacj/NAME [-o FILE]   a CarbonAwareCronJob's series, one bar per run
     kubectl carbon intensity --zone Z [-A]    the latest reading the operator has for a zone
 
 ``-n/--namespace``, ``--kubeconfig`` and ``--context`` work as in kubectl. Errors (no CRD, no
@@ -137,12 +138,43 @@ def status(name: str, namespace: str | None, kubeconfig: str | None, context: st
 def plot(
     name: str, output: str, namespace: str | None, kubeconfig: str | None, context: str | None
 ) -> None:
-    """Render carbon_plot.png from a CarbonAwareJob's log ConfigMap."""
+    """Render carbon_plot.png from a CarbonAwareJob's log ConfigMap, or a
+    CarbonAwareCronJob's series (NAME or cacj/NAME): each run emitted vs at its scheduled
+    time, and the intensity it ran at."""
     from carbonaware.cli.plot import plot_from_log  # matplotlib: only when plotting
 
     target = Target(namespace, kubeconfig, context)
-    out = plot_from_log(lookup.read_job_log(target.api, target.namespace, name), output)
+    kind, _, bare = name.rpartition("/")
+    if kind in CRON_KINDS or not kind:
+        cron = lookup.get_cronjob(target.api, target.namespace, bare)
+        if cron is not None:
+            click.echo(f"wrote {plot_cron_series(cron, output)}")
+            return
+        if kind:
+            raise lookup.LookupFailed(
+                f'CarbonAwareCronJob "{bare}" not found in namespace "{target.namespace}"'
+            )
+    out = plot_from_log(lookup.read_job_log(target.api, target.namespace, bare), output)
     click.echo(f"wrote {out}")
+
+
+CRON_KINDS = ("cacj", "carbonawarecronjob", "carbonawarecronjobs")
+
+
+def plot_cron_series(cron: dict[str, Any], output: str) -> str:
+    """The cron job's series figure from its status (pure apart from the file written)."""
+    from carbonaware.series_plot import bars_from_status, render_series
+
+    meta, spec = cron["metadata"], cron.get("spec") or {}
+    bars = bars_from_status((cron.get("status") or {}).get("series") or [])
+    if not bars:
+        raise lookup.LookupFailed(
+            f'CarbonAwareCronJob "{meta["name"]}" has no finished run with an accounting yet'
+        )
+    zone = (spec.get("jobTemplate") or {}).get("zone")
+    title = f"{meta['name']}: {spec.get('schedule')} in {zone}, window {spec.get('window')}"
+    render_series(bars, title, path=output)
+    return output
 
 
 @cli.command()

@@ -167,3 +167,22 @@ def read_job_log_from_cluster(
     """A job's intensity log as it stands now, from its ConfigMap (for plotting)."""
     api = connect(kubeconfig, context)
     return read_job_log(api, namespace or current_namespace(kubeconfig, context), name)
+
+
+def get_cronjob(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """A CarbonAwareCronJob, or None when there is none of that name (or no such CRD)."""
+    custom = client.CustomObjectsApi(api)
+    try:
+        return _call(
+            f"read CarbonAwareCronJob {namespace}/{name}",
+            custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "carbonawarecronjobs",
+            name,
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise LookupFailed(f"reading CarbonAwareCronJob {namespace}/{name}: {exc.reason}") from None

@@ -36,7 +36,7 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
-from carbonaware.kube import metrics
+from carbonaware.kube import cronjobs, metrics
 from carbonaware.kube.handlers import KubeApi, Runtime, register
 from carbonaware.kube.settings import OperatorSettings, SettingsError, load_settings
 from carbonaware.kube.wakeups import ZoneBells
@@ -121,6 +121,7 @@ def build_registry(
         bells=bells,
     )
     register(registry, runtime)
+    cronjobs.register(registry, settings)
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> Any:
