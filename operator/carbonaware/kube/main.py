@@ -121,6 +121,7 @@ def build_registry(
         bells=bells,
     )
     register(registry, runtime)
+    metrics.register(registry)
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> Any:
