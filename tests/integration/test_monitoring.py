@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cluster_fixtures import off_node, throwaway_namespace, wait_for
-from faultkit import OperatorProcess, finish_pod, free_port, stop_process
+from faultkit import OperatorProcess, finish_pod, free_port, release, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -144,6 +144,7 @@ def operator_with_prometheus(
         finally:
             prometheus.stop()
             operator.stop()
+            release(kube_api, namespace)  # else the namespace hangs in Terminating
 
 
 def test_prometheus_scrapes_the_operator_and_every_dashboard_query_returns_data(
