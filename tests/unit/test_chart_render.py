@@ -64,3 +64,20 @@ def test_every_crd_in_the_kustomization_is_in_the_chart() -> None:
     assert "carbonawarejobs.carbonaware.io" in names
     for name in names:
         assert f"  name: {name}\n" in chart_crds
+
+
+def test_the_chart_and_the_kustomization_label_the_operators_version() -> None:
+    from carbonaware import __version__
+
+    chart = yaml.safe_load((REPO / "charts/carbonaware/Chart.yaml").read_text())
+    assert chart["appVersion"] == __version__
+    kustomization = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
+    (labels,) = (entry["pairs"] for entry in kustomization["labels"])
+    assert labels["app.kubernetes.io/version"] == __version__
+    assert {
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/component",
+        "app.kubernetes.io/part-of",
+        "app.kubernetes.io/managed-by",
+    } <= labels.keys()
