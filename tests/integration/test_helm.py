@@ -82,6 +82,27 @@ def test_helm_lint_passes_with_defaults_and_every_optional_part(helm: str) -> No
     assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("replicas=two", "at '/replicas': got string, want integer"),
+        (
+            "settings.POLL_FLOOR=1s",
+            "at '/settings': additional properties 'POLL_FLOOR' not allowed",
+        ),
+        ("metrics.port=70000", "at '/metrics/port'"),
+        ("rbac.secretNamespaces=team-a", "at '/rbac/secretNamespaces': got string, want array"),
+    ],
+)
+def test_a_bad_value_is_refused_with_one_clear_message(helm: str, value: str, message: str) -> None:
+    """values.schema.json: helm install/upgrade/template refuse it before touching the cluster."""
+    result = run(helm, "template", "bad", str(CHART), "--set", value, check=False)
+    assert result.returncode != 0 and result.stdout == ""
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
+    assert "panic" not in result.stderr and "goroutine" not in result.stderr
+
+
 def test_every_object_the_chart_renders_carries_the_full_label_set(helm: str) -> None:
     docs = template(
         helm,
