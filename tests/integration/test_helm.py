@@ -434,3 +434,50 @@ def test_the_operator_reads_secrets_only_in_the_namespaces_named(
             )
         finally:
             run(helm, "uninstall", release, "-n", namespace, "--kubeconfig", str(kubeconfig))
+
+
+def test_the_optional_servicemonitor_prometheusrule_and_dashboard_install(
+    helm: str, kubectl: str, kubeconfig: Path, namespace: str, kube_api, monitoring_crds: Path
+) -> None:
+    """With prometheus-operator's real CRDs (v0.85.0, from its Go module) on the cluster."""
+    from kubernetes import client
+
+    names = ("servicemonitors", "prometheusrules")
+    files = [str(monitoring_crds / f"monitoring.coreos.com_{name}.yaml") for name in names]
+    kube = [kubectl, "--kubeconfig", str(kubeconfig)]
+    run(
+        *kube, "apply", "--server-side", "--force-conflicts", *(a for f in files for a in ("-f", f))
+    )
+    for name in names:
+        run(*kube, "wait", "--for=condition=Established", "--timeout=60s",
+            f"crd/{name}.monitoring.coreos.com")  # fmt: skip
+    release = f"cw-{uuid.uuid4().hex[:6]}"
+    run(
+        helm, "install", release, str(CHART), "-n", namespace, "--kubeconfig", str(kubeconfig),
+        *OFF_NODE, "--set", "crds.install=false", "--set", "rbac.aggregateToDefaultRoles=false",
+        "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "metrics.prometheusRule.enabled=true", "--set", "grafanaDashboard.enabled=true",
+    )  # fmt: skip
+    try:
+        custom = client.CustomObjectsApi(kube_api)
+        rule = custom.get_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", namespace, "prometheusrules", f"{release}-operator"
+        )
+        alerts = yaml.safe_load((REPO / "monitoring" / "alerts.yaml").read_text())
+        assert rule["spec"]["groups"] == alerts["groups"]
+        monitor = custom.get_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", namespace, "servicemonitors", f"{release}-operator"
+        )
+        service = client.CoreV1Api(kube_api).read_namespaced_service(
+            f"{release}-operator-metrics", namespace
+        )
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= service.metadata.labels.items()
+        assert monitor["spec"]["endpoints"][0]["port"] == service.spec.ports[0].name == "metrics"
+        dashboard = client.CoreV1Api(kube_api).read_namespaced_config_map(
+            f"{release}-operator-dashboard", namespace
+        )
+        assert dashboard.metadata.labels["grafana_dashboard"] == "1"
+        shipped = json.loads((REPO / "monitoring" / "dashboard.json").read_text())
+        assert json.loads(dashboard.data["carbonaware.json"]) == shipped
+    finally:
+        run(helm, "uninstall", release, "-n", namespace, "--kubeconfig", str(kubeconfig))

@@ -2,6 +2,8 @@
 
 - `helm` (session): the helm binary hack/build-helm.sh builds from its Go module (cached in
   ~/.cache/carbonaware/helm-<version>/bin; built on first use, which takes a few minutes).
+- `monitoring_crds` (session): prometheus-operator's CRDs from its Go module
+  (hack/monitoring-crds.sh), for the chart's optional ServiceMonitor and PrometheusRule.
 - `promtool` / `prometheus_bin` (session): Debian's prometheus package, installed by
   hack/prometheus.sh where missing; tests skip, saying why, where it cannot be installed.
 """
@@ -52,3 +54,12 @@ def promtool(prometheus_dir: Path) -> str:
 @pytest.fixture(scope="session")
 def prometheus_bin(prometheus_dir: Path) -> str:
     return str(prometheus_dir / "prometheus")
+
+
+@pytest.fixture(scope="session")
+def monitoring_crds(request: pytest.FixtureRequest) -> Path:
+    """The folder of prometheus-operator's CRDs (hack/monitoring-crds.sh, Go module proxy)."""
+    result = _run_script(request, "monitoring-crds.sh")
+    if result.returncode != 0:
+        pytest.fail(f"hack/monitoring-crds.sh failed (exit {result.returncode})", pytrace=False)
+    return Path(result.stdout.strip().splitlines()[-1])
