@@ -5,6 +5,7 @@ PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help venv demo test unit integration e2e lint bench cluster-up cluster-down k8s-binaries docker-up clean \
+	chart helm-binary \
 	kind-up kind-deploy kind-demo
 
 help:
@@ -44,6 +45,15 @@ kind-deploy:
 
 kind-demo:
 	@bash hack/kind.sh demo
+
+# The Helm chart's copies of manifests/ and monitoring/ (CRDs, RBAC rules, settings, alerts,
+# dashboard); tests/unit/test_chart_render.py fails when they drift.
+chart: venv
+	$(PY) hack/render-chart.py
+
+# helm from its Go module, cached in ~/.cache/carbonaware/helm-<version>/bin.
+helm-binary:
+	@bash hack/build-helm.sh
 
 # Kubernetes from upstream Go modules, cached in ~/.cache/carbonaware/k8s-<version>/bin.
 k8s-binaries:

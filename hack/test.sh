@@ -72,6 +72,12 @@ fi
 step "Kubernetes binaries (hack/build-k8s.sh)"
 bash hack/build-k8s.sh >/dev/null || exit 1
 
+# The test fixtures call these too (idempotent); here their progress shows as a step.
+step "helm, prometheus-operator CRDs and Prometheus (hack/build-helm.sh, monitoring-crds.sh, prometheus.sh)"
+bash hack/build-helm.sh >/dev/null || exit 1
+bash hack/monitoring-crds.sh >/dev/null || exit 1
+bash hack/prometheus.sh >/dev/null || echo "make test: hack/prometheus.sh failed; monitoring tests will say why"
+
 node_flag=""
 if [[ "${WITH_NODE:-1}" == 0 ]]; then
   echo "make test: WITH_NODE=0, so no node: e2e tests will skip"

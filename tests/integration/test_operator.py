@@ -647,7 +647,8 @@ def test_metrics_endpoint_reports_intensity_jobs_and_provider_calls(
         samples['carbonaware_grid_intensity_grams_per_kwh{provider="replay",zone="SYNTHETIC"}'] > 0
     )
     assert samples['carbonaware_provider_requests_total{kind="latest",provider="replay"}'] >= 1
-    assert 'carbonaware_provider_request_seconds_count{kind="latest",provider="replay"}' in samples
+    latency = 'carbonaware_provider_request_duration_seconds_count{kind="latest",provider="replay"}'
+    assert latency in samples
 
 
 def test_own_forecaster_reads_the_zones_history_once_for_all_its_jobs(

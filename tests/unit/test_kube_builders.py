@@ -249,3 +249,48 @@ def test_segments_open_close_and_span_to_now() -> None:
         (NOW, later),
         (later + timedelta(hours=5), later + timedelta(hours=6)),
     ]
+
+
+APP_LABELS = {
+    "app.kubernetes.io/name": "carbonaware",
+    "app.kubernetes.io/instance": "mnist",
+    "app.kubernetes.io/part-of": "carbonaware",
+    "app.kubernetes.io/managed-by": "carbonaware-operator",
+}
+
+
+def test_the_job_its_pods_and_the_log_carry_the_full_app_kubernetes_io_set() -> None:
+    from carbonaware import __version__
+
+    job = _trainer_job()
+    log = builders.build_log_configmap(name="mnist", namespace="ml", uid=UID, csv_text="")
+    for labels, component in (
+        (job["metadata"]["labels"], "training-job"),
+        (job["spec"]["template"]["metadata"]["labels"], "training-job"),
+        (log["metadata"]["labels"], "intensity-log"),
+    ):
+        assert labels.items() >= APP_LABELS.items()
+        assert labels["app.kubernetes.io/component"] == component
+        assert labels["app.kubernetes.io/version"] == __version__
+
+
+def test_a_job_templates_own_app_labels_describe_the_workload_but_not_who_manages_it() -> None:
+    own = {"app.kubernetes.io/name": "llm-finetune", "app.kubernetes.io/managed-by": "argo"}
+    template = {
+        "metadata": {"labels": own},
+        "spec": {
+            "template": {
+                "metadata": {"labels": own},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            }
+        },
+    }
+    spec = parse_spec({"zone": "DE", "jobTemplate": template})
+    job = builders.build_job_spec(
+        name="x" * 70, namespace="ml", uid=UID, spec=spec, default_trainer_image="unused"
+    )
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        assert labels["app.kubernetes.io/name"] == "llm-finetune"
+        assert labels["app.kubernetes.io/managed-by"] == "carbonaware-operator"
+        assert labels["app.kubernetes.io/part-of"] == "carbonaware"
+        assert labels["app.kubernetes.io/instance"] == "x" * 63  # a label value's limit

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from carbonaware import __version__
 from carbonaware.core.model import utc
 from carbonaware.kube.models import CarbonAwareJobSpec, TrainerResult
 
@@ -26,6 +27,10 @@ PLURAL = "carbonawarejobs"
 JOB_LABEL = f"{GROUP}/job"  # value: the CarbonAwareJob's name
 OWNER_UID_LABEL = f"{GROUP}/owner-uid"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "carbonaware-operator"}
+APP_NAME = "carbonaware"
+# app.kubernetes.io/component of what the operator creates.
+JOB_COMPONENT = "training-job"
+LOG_COMPONENT = "intensity-log"
 TRAINER_CONTAINER = "trainer"
 LOG_CSV_KEY = "carbon_log.csv"
 LOG_META_KEY = "metadata.json"
@@ -99,8 +104,32 @@ def owner_reference(name: str, uid: str) -> dict[str, Any]:
     }
 
 
-def _labels(name: str) -> dict[str, str]:
-    return {**MANAGED_BY, JOB_LABEL: _dns_label(name, 63)}
+def _app_labels(name: str, component: str) -> dict[str, str]:
+    """The app.kubernetes.io set except managed-by: instance is the CarbonAwareJob's name."""
+    return {
+        "app.kubernetes.io/name": APP_NAME,
+        "app.kubernetes.io/instance": _dns_label(name, 63),
+        "app.kubernetes.io/version": __version__,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": APP_NAME,
+    }
+
+
+def _labels(name: str, component: str) -> dict[str, str]:
+    """Every label the operator puts on what it creates: the full app.kubernetes.io set
+    (managed-by: the operator) and the owning CarbonAwareJob's name."""
+    return {**_app_labels(name, component), **MANAGED_BY, JOB_LABEL: _dns_label(name, 63)}
+
+
+def _workload_labels(name: str, user_labels: dict[str, str] | None) -> dict[str, str]:
+    """A jobTemplate's labels: the user's name/instance/component/... describe their own
+    workload and win over our defaults; managed-by and the owner label are always ours."""
+    return {
+        **_app_labels(name, JOB_COMPONENT),
+        **(user_labels or {}),
+        **MANAGED_BY,
+        JOB_LABEL: _dns_label(name, 63),
+    }
 
 
 def _trainer_args(spec: CarbonAwareJobSpec) -> list[str]:
@@ -204,7 +233,7 @@ def build_job_spec(
 
     ``suspend`` (interruptible jobs): created suspended or running, as the decision says.
     """
-    labels = _labels(name)
+    labels = _labels(name, JOB_COMPONENT)
     metadata = {
         "name": job_name(name, uid),
         "namespace": namespace,
@@ -215,11 +244,11 @@ def build_job_spec(
     if spec.job_template is not None:
         template = copy.deepcopy(spec.job_template)
         user_meta = template.get("metadata") or {}
-        metadata["labels"] = {**(user_meta.get("labels") or {}), **labels}
+        metadata["labels"] = _workload_labels(name, user_meta.get("labels"))
         metadata["annotations"] = {**(user_meta.get("annotations") or {}), OWNER_UID_LABEL: uid}
         job_spec = template["spec"]
         pod_meta = job_spec["template"].setdefault("metadata", {})
-        pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
+        pod_meta["labels"] = _workload_labels(name, pod_meta.get("labels"))
         job_spec["template"]["spec"].setdefault("restartPolicy", "Never")
     else:
         assert spec.trainer is not None
@@ -290,7 +319,7 @@ def build_log_configmap(
     meta: dict[str, Any] = {
         "name": log_configmap_name(name),
         "namespace": namespace,
-        "labels": {**(kept.get("labels") or {}), **_labels(name)},  # ours win
+        "labels": {**(kept.get("labels") or {}), **_labels(name, LOG_COMPONENT)},  # ours win
         "ownerReferences": [owner_reference(name, uid)],
     }
     if kept.get("annotations"):

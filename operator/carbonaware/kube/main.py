@@ -122,6 +122,7 @@ def build_registry(
     )
     register(registry, runtime)
     cronjobs.register(registry, settings)
+    metrics.register(registry)
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> Any:
