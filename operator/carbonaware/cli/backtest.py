@@ -103,10 +103,16 @@ def _table(report: list[dict]) -> str:
     "--trace",
     "traces",
     multiple=True,
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A trace file (any format in shared/data/traces, or an Electricity Maps export).",
 )
+@click.option(
+    "--spatial",
+    is_flag=True,
+    help="Where and when: the TRACES given after it (TRACE[@POWERSCALE], the first the "
+    "default zone) are candidate placements; compares space-time policies with an oracle.",
+)
+@click.argument("spatial_traces", nargs=-1, metavar="[TRACES]...")
 @click.option(
     "--policy",
     "policies",
@@ -159,9 +165,20 @@ def command(
     forecast_error: str,
     hysteresis: float,
     as_json: bool,
+    spatial: bool,
+    spatial_traces: tuple[str, ...],
 ) -> None:
     """Replay job arrivals against real traces and compare scheduling policies."""
     length, delay = parse_duration(duration), parse_duration(max_delay)
+    if spatial or spatial_traces:  # where and when: carbonaware.cli.backtest_spatial
+        if not spatial or traces or policies:
+            raise click.UsageError("use either --trace [--policy], or --spatial TRACE TRACE...")
+        from carbonaware.cli.backtest_spatial import run_spatial
+
+        args = (duration, max_delay, arrivals, seed, forecast_error, as_json)
+        return run_spatial(spatial_traces, length, delay, *args)
+    if not traces:
+        raise click.UsageError("give a trace with --trace FILE (or --spatial TRACE TRACE...)")
     chosen = _expand(policies)
     report = []
     started = time.perf_counter()
