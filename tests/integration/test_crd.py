@@ -79,11 +79,11 @@ BAD = [
         "provider name must be one of",
     ),
     ({"zone": "not a zone", "trainer": {}}, "spec.zone", "zone must be a zone code"),
-    ({"trainer": {}}, "spec", "set exactly one of spec.zone or spec.placements"),
+    ({"trainer": {}}, "spec", "set exactly one of spec.zone (one grid zone) or spec.placements"),
     (
         {"zone": "DE", "placements": [{"zone": "NL", "nodeSelector": {"r": "nl"}}], "trainer": {}},
         "spec",
-        "set exactly one of spec.zone or spec.placements",
+        "set exactly one of spec.zone (one grid zone) or spec.placements",
     ),
     ({"placements": [], "trainer": {}}, "spec.placements", "should have at least 1 items"),
     (
@@ -98,6 +98,15 @@ BAD = [
         },
         "spec.placements[0].powerScale",
         "powerScale must be above 0 and at most 10",
+    ),
+    (
+        {
+            "placements": [{"zone": "NL", "nodeSelector": {"r": "nl"}}],
+            "interruptible": True,
+            "trainer": {},
+        },
+        "spec",
+        "interruptible with spec.placements is not supported yet",
     ),
     (
         {"placements": [{"zone": "not a zone", "nodeSelector": {"r": "x"}}], "trainer": {}},

@@ -1,10 +1,12 @@
-"""spec.placements: parsing, and the Job built for the chosen placement."""
+"""spec.placements: parsing, the Job built for the chosen placement, unschedulable pods."""
 
 from __future__ import annotations
 
 import pytest
 from carbonaware.kube import builders
+from carbonaware.kube.builders import parse_time
 from carbonaware.kube.models import PlacementSpec, SpecError, parse_spec
+from carbonaware.kube.placement import unschedulable_since
 from carbonaware.kube.pod_placement import ZONE_ANNOTATION, combined_node_affinity
 
 REGION = "topology.kubernetes.io/region"
@@ -86,6 +88,10 @@ def test_placements_parse_and_the_first_is_the_default_zone():
         ({"placements": [], "trainer": {}}, "spec.placements"),
         ({"placements": [{"zone": "NL"}], "trainer": {}}, "placements.0: needs a nodeSelector"),
         (
+            {"placements": PLACEMENTS, "interruptible": True, "trainer": {}},
+            "interruptible with spec.placements is not supported",
+        ),
+        (
             {"placements": [{**PLACEMENTS[0], "powerScale": 0}], "trainer": {}},
             "spec.placements.0.powerScale",
         ),
@@ -150,3 +156,19 @@ def test_combined_affinity_with_one_side_empty_is_the_other():
     assert combined_node_affinity({}, only) == only
     assert combined_node_affinity(only, {}) == only
     assert combined_node_affinity({}, {}) == {}
+
+
+def pod(status: str | None, reason: str = "Unschedulable", at: str = "2026-01-01T00:00:05Z"):
+    conditions = [] if status is None else [
+        {"type": "PodScheduled", "status": status, "reason": reason, "lastTransitionTime": at}
+    ]  # fmt: skip
+    return {"status": {"conditions": conditions}}
+
+
+def test_unschedulable_since_only_when_every_pod_is():
+    first = "2026-01-01T00:00:01Z"
+    assert unschedulable_since([pod("False", at=first), pod("False")]) == parse_time(first)
+    assert unschedulable_since([pod("False"), pod("True", reason="")]) is None
+    assert unschedulable_since([pod("False", reason="SchedulingGated")]) is None
+    assert unschedulable_since([pod(None)]) is None  # not looked at by the scheduler yet
+    assert unschedulable_since([]) is None  # no pod yet

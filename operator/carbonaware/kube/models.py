@@ -160,6 +160,11 @@ def parse_spec(raw: dict[str, Any]) -> CarbonAwareJobSpec:
                     f"spec.placements.{i}: needs a nodeSelector, nodeAffinity or tolerations "
                     "that put the pods in its zone"
                 )
+        if spec.interruptible:
+            raise SpecError(
+                "spec.interruptible with spec.placements is not supported yet: a paused job "
+                "must resume where its checkpoints are; use one zone"
+            )
         spec = spec.model_copy(update={"zone": spec.placements[0].zone})
     return spec
 
@@ -178,6 +183,18 @@ class Decision(_Camel):
     reason: str
     planned_start: str | None = None
     forecast_source: str | None = None
+
+
+class PlacementStatus(_Camel):
+    """Where the job runs (spec.placements), why, and the forecast's promise (kube/placement.py)."""
+
+    index: int | None = None
+    zone: str | None = None
+    reason: str | None = None
+    forecast_saving_vs_default_now_percent: float | None = None
+    forecast_saving_vs_default_best_start_percent: float | None = None
+    unschedulable: tuple[str, ...] | None = None
+    fell_back: str | None = None
 
 
 class Segment(_Camel):
@@ -240,6 +257,7 @@ class CarbonAwareJobStatus(_Camel):
     emissions_basis: str | None = None
     trainer: TrainerResult | None = None
     segments: tuple[Segment, ...] | None = None
+    placement: PlacementStatus | None = None
 
     def wire(self) -> dict[str, Any]:
         """The camelCase dict as stored in the object (unset fields left out)."""
