@@ -61,7 +61,7 @@ def test_the_space_time_oracle_bounds_every_policy_and_nobody_misses(case):
         assert (ran.outcome.delay_steps >= 0).all()
         assert (ran.outcome.delay_steps <= job.max_delay_steps).all()
     # a perfect forecast re-planned at every step finds the oracle's (zone, start), up to the
-    # window choice's tolerance for ties (1e-9 of a row's sum: below 1e-4 g/kWh here)
+    # window choice's tolerance for ties (1e-12 of a row's sum: far below 1e-4 g/kWh here)
     np.testing.assert_allclose(others[2].outcome.intensity, best.intensity, rtol=1e-6, atol=1e-4)
 
 

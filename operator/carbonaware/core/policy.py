@@ -98,7 +98,7 @@ def best_window_start(
         - sums[earliest_index : latest + 1]
     )
     # cumsum differences carry rounding noise; treat sums within it as ties (earliest wins)
-    tolerance = 1e-9 * max(1.0, float(np.abs(sums[-1])))
+    tolerance = 1e-12 * max(1.0, float(np.abs(sums[-1])))
     best = np.flatnonzero(window_sums <= window_sums.min() + tolerance)[0]
     return earliest_index + int(best)
 
