@@ -11,6 +11,7 @@ choice does not depend on the time of day.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -108,3 +109,28 @@ def test_waits_in_no_zone_above_the_threshold_and_says_why(
     waiting = wait_phase(kube_api, ns, name, "Waiting", timeout=30)
     assert "every zone above threshold 50 g/kWh (DIRTY 500, CLEAN 80)" in waiting["message"]
     assert jobs_of(kube_api, ns, name) == []
+
+
+def test_forecast_strategy_says_where_and_what_it_promised(
+    operator,  # noqa: F811  (the fixture imported above)
+    kube_api,
+    kubectl,
+    kubeconfig,
+):
+    ns, name = operator.namespace, "placed-forecast"
+    spec = placed_spec(threshold=600) | {"strategy": "forecast", "expectedDuration": "2h"}
+    create(kube_api, ns, name, spec)
+    running = wait_phase(kube_api, ns, name, "Running", timeout=30)
+    where = running["placement"]  # kept by the status schema, not pruned
+    assert where["zone"] == "CLEAN" and where["index"] == 1
+    assert "running in CLEAN" in where["reason"] and "others DIRTY 500" in where["reason"]
+    # flat static forecasts: 80 there against 500 at once in the first placement
+    assert where["forecastSavingVsDefaultNowPercent"] == 84.0
+    assert where["forecastSavingVsDefaultBestStartPercent"] == 84.0
+    wide = subprocess.run(
+        [kubectl, "--kubeconfig", str(kubeconfig), "-n", ns, "get", "caj", name, "-o", "wide"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.splitlines()
+    assert "PLACED" in wide[0].split() and "CLEAN" in wide[1].split()
