@@ -189,6 +189,14 @@ def test_placements_are_accepted_with_defaults(
     assert stored[1]["provider"] == {"name": "static", "value": 90}
 
 
+def test_the_placements_example_is_accepted(crd, kubectl: str, kubeconfig: Path, namespace: str):
+    example = REPO / "examples" / "placements.yaml"
+    applied = run(
+        kubectl, kubeconfig, "-n", namespace, "apply", "--dry-run=server", "-f", str(example)
+    )
+    assert applied.returncode == 0, applied.stderr
+
+
 def test_printer_columns_and_declared_status(
     crd, kubectl: str, kubeconfig: Path, namespace: str
 ) -> None:

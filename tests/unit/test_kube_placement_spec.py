@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from carbonaware.kube import builders
 from carbonaware.kube.builders import parse_time
 from carbonaware.kube.models import PlacementSpec, SpecError, parse_spec
@@ -172,3 +175,12 @@ def test_unschedulable_since_only_when_every_pod_is():
     assert unschedulable_since([pod("False", reason="SchedulingGated")]) is None
     assert unschedulable_since([pod(None)]) is None  # not looked at by the scheduler yet
     assert unschedulable_since([]) is None  # no pod yet
+
+
+def test_the_placements_example_parses_and_builds_one_job_per_zone():
+    example = Path(__file__).resolve().parents[2] / "examples" / "placements.yaml"
+    raw = yaml.safe_load(example.read_text())["spec"]
+    spec = parse_spec(raw)
+    assert [p.zone for p in spec.candidates()] == ["DE", "GB", "NL"] and spec.zone == "DE"
+    regions = [build(raw, i)["spec"]["template"]["spec"]["nodeSelector"][REGION] for i in range(3)]
+    assert regions == ["europe-west3", "europe-west2", "europe-west4"]
