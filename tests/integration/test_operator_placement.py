@@ -109,6 +109,7 @@ def test_waits_in_no_zone_above_the_threshold_and_says_why(
     waiting = wait_phase(kube_api, ns, name, "Waiting", timeout=30)
     assert "every zone above threshold 50 g/kWh (DIRTY 500, CLEAN 80)" in waiting["message"]
     assert jobs_of(kube_api, ns, name) == []
+    assert "placement" not in waiting  # written when it starts: no churn while it waits
 
 
 def test_forecast_strategy_says_where_and_what_it_promised(

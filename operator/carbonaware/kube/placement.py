@@ -5,7 +5,8 @@ Kept out of handlers.py, which calls it from a few marked places (``# placement:
 - :func:`decide` (from ``Tick._decide``): every candidate zone's readings, through the
   operator's shared provider cache (one provider request per zone per cache interval, however
   many jobs share the zone; the default zone's are the job's own log, as for a single zone),
-  then :func:`core.placement.decide_placement`. Status ``placement`` says where, why, and the
+  then :func:`core.placement.decide_placement`. While the job waits, the decision's reason
+  says where it plans to run; when it starts, status ``placement`` says where, why, and the
   saving the forecast promised against starting at once in the first (default) placement and
   against the best start there (what waiting alone would have given).
 - :func:`chosen` (from ``Tick._start``): which placement the Job is built for, and its name
@@ -107,7 +108,8 @@ def decide(
     ]
     places = [Placement(candidates[i].zone, candidates[i].power_scale) for i in left]
     chosen = decide_placement(settings, places, submitted, now, readings)
-    tick.desired["placement"] = _placement_status(tick, chosen, left)
+    if chosen.run:  # while it waits, the decision's reason says where (no status churn)
+        tick.desired["placement"] = _placement_status(tick, chosen, left)
     return chosen.decision
 
 
