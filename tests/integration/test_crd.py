@@ -79,7 +79,40 @@ BAD = [
         "provider name must be one of",
     ),
     ({"zone": "not a zone", "trainer": {}}, "spec.zone", "zone must be a zone code"),
-    ({"trainer": {}}, "spec.zone", "Required value"),
+    ({"trainer": {}}, "spec", "set exactly one of spec.zone (one grid zone) or spec.placements"),
+    (
+        {"zone": "DE", "placements": [{"zone": "NL", "nodeSelector": {"r": "nl"}}], "trainer": {}},
+        "spec",
+        "set exactly one of spec.zone (one grid zone) or spec.placements",
+    ),
+    ({"placements": [], "trainer": {}}, "spec.placements", "should have at least 1 items"),
+    (
+        {"placements": [{"zone": "NL"}], "trainer": {}},
+        "spec.placements[0]",
+        "each placement needs a nodeSelector, nodeAffinity or tolerations",
+    ),
+    (
+        {
+            "placements": [{"zone": "NL", "nodeSelector": {"r": "nl"}, "powerScale": 0}],
+            "trainer": {},
+        },
+        "spec.placements[0].powerScale",
+        "powerScale must be above 0 and at most 10",
+    ),
+    (
+        {
+            "placements": [{"zone": "NL", "nodeSelector": {"r": "nl"}}],
+            "interruptible": True,
+            "trainer": {},
+        },
+        "spec",
+        "interruptible with spec.placements is not supported yet",
+    ),
+    (
+        {"placements": [{"zone": "not a zone", "nodeSelector": {"r": "x"}}], "trainer": {}},
+        "spec.placements[0].zone",
+        "zone must be a zone code",
+    ),
     ({"zone": "DE", "trainer": {"epochs": 0}}, "spec.trainer.epochs", "between 1 and 1000"),
     ({"zone": "DE", "trainer": {"epochs": "two"}}, "spec.trainer.epochs", "must be of type"),
     (
@@ -126,6 +159,42 @@ def test_defaults_are_applied(crd, kubectl: str, kubeconfig: Path, namespace: st
     assert spec["strategy"] == "threshold"
     assert spec["thresholdGramsPerKWh"] == 200
     assert spec["trainer"] == {"epochs": 1, "batchSize": 64, "backoffLimit": 0}
+
+
+def test_placements_are_accepted_with_defaults(
+    crd, kubectl: str, kubeconfig: Path, namespace: str
+) -> None:
+    region = "topology.kubernetes.io/region"
+    placements = [
+        {"zone": "NL", "nodeSelector": {region: "europe-west4"}},
+        {
+            "zone": "US-CAL-CISO",
+            "provider": {"name": "static", "value": 90},
+            "tolerations": [{"key": "spot", "operator": "Exists"}],
+            "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []},
+            "powerScale": 1.5,
+        },
+    ]
+    created = run(
+        kubectl, kubeconfig, "-n", namespace, "create", "-f", "-",
+        stdin=manifest("placed", {"placements": placements, "trainer": {}}),
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    got = json.loads(
+        run(kubectl, kubeconfig, "-n", namespace, "get", "caj", "placed", "-o", "json").stdout
+    )
+    stored = got["spec"]["placements"]
+    assert stored[0]["powerScale"] == 1.0 and stored[1]["powerScale"] == 1.5
+    assert stored[1]["nodeAffinity"] == placements[1]["nodeAffinity"]  # kept as written
+    assert stored[1]["provider"] == {"name": "static", "value": 90}
+
+
+def test_the_placements_example_is_accepted(crd, kubectl: str, kubeconfig: Path, namespace: str):
+    example = REPO / "examples" / "placements.yaml"
+    applied = run(
+        kubectl, kubeconfig, "-n", namespace, "apply", "--dry-run=server", "-f", str(example)
+    )
+    assert applied.returncode == 0, applied.stderr
 
 
 def test_printer_columns_and_declared_status(

@@ -104,10 +104,16 @@ def _table(report: list[dict]) -> str:
     "--trace",
     "traces",
     multiple=True,
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A trace file (any format in shared/data/traces, or an Electricity Maps export).",
 )
+@click.option(
+    "--spatial",
+    is_flag=True,
+    help="Where and when: the TRACES given after it (TRACE[@POWERSCALE], the first the "
+    "default zone) are candidate placements; compares space-time policies with an oracle.",
+)
+@click.argument("spatial_traces", nargs=-1, metavar="[TRACES]...")
 @click.option(
     "--policy",
     "policies",
@@ -165,8 +171,20 @@ def command(
     time_zone: str | None,
     window: str | None,
     series_plot: Path | None,
+    spatial: bool,
+    spatial_traces: tuple[str, ...],
 ) -> None:
     """Replay job arrivals against real traces and compare scheduling policies."""
+    if spatial or spatial_traces:  # where and when: carbonaware.cli.backtest_spatial
+        if not spatial or traces or policies or schedule:
+            raise click.UsageError("use either --trace [--policy], or --spatial TRACE TRACE...")
+        from carbonaware.cli.backtest_spatial import run_spatial
+
+        length, delay = parse_duration(duration), parse_duration(max_delay)
+        args = (duration, max_delay, arrivals, seed, forecast_error, as_json)
+        return run_spatial(spatial_traces, length, delay, *args)
+    if not traces:
+        raise click.UsageError("give a trace with --trace FILE (or --spatial TRACE TRACE...)")
     backtest_schedule.check(schedule, time_zone, window, series_plot)
     length, delay = parse_duration(duration), parse_duration(window or max_delay)
     if schedule:

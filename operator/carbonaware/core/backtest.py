@@ -437,7 +437,7 @@ def best_window_starts(rows: np.ndarray, window_steps: int, latest_index: int) -
         return np.zeros(len(values), dtype=int)
     sums = np.concatenate([np.zeros((len(values), 1)), np.cumsum(values, axis=1)], axis=1)
     window_sums = sums[:, window_steps : latest + window_steps + 1] - sums[:, : latest + 1]
-    tolerance = 1e-9 * np.maximum(1.0, np.abs(sums[:, -1]))
+    tolerance = 1e-12 * np.maximum(1.0, np.abs(sums[:, -1]))
     lowest = window_sums.min(axis=1)
     return np.argmax(window_sums <= (lowest + tolerance)[:, None], axis=1)
 

@@ -98,7 +98,7 @@ def best_window_start(
         - sums[earliest_index : latest + 1]
     )
     # cumsum differences carry rounding noise; treat sums within it as ties (earliest wins)
-    tolerance = 1e-9 * max(1.0, float(np.abs(sums[-1])))
+    tolerance = 1e-12 * max(1.0, float(np.abs(sums[-1])))
     best = np.flatnonzero(window_sums <= window_sums.min() + tolerance)[0]
     return earliest_index + int(best)
 
@@ -124,7 +124,7 @@ def decide(
     if latest is None:
         return Decision(
             "wait",
-            f"no reading yet; waiting (deadline in {_left(deadline, now)})",
+            f"no reading yet; waiting (deadline in {time_left(deadline, now)})",
             None,
             None,
             deadline,
@@ -143,18 +143,47 @@ def _decide_threshold(
         return Decision("run", f"{reason}; running{note}", now, None, deadline)
     reason = (
         f"intensity {latest.intensity:.0f} g/kWh above threshold {threshold:.0f}; "
-        f"waiting (deadline in {_left(deadline, now)})"
+        f"waiting (deadline in {time_left(deadline, now)})"
     )
     return Decision("wait", reason + note, None, None, deadline)
 
 
-def _decide_forecast(
+@dataclass(frozen=True)
+class WindowPlan:
+    """The forecast window choice at ``now``: the series it chose on and its cleanest start.
+
+    ``times[0]`` is now, valued at the latest actual reading; ``best`` indexes the start of
+    the cleanest ``window``-step window no later than the deadline.
+    """
+
+    times: list[datetime]
+    values: np.ndarray
+    window: int
+    best: int
+    source: str  # "provider" | "own-forecaster"
+
+    @property
+    def best_mean(self) -> float:
+        return float(self.values[self.best : self.best + self.window].mean())
+
+    @property
+    def now_mean(self) -> float:
+        return float(self.values[: self.window].mean())
+
+    @property
+    def planned_start(self) -> datetime:
+        return self.times[self.best]
+
+
+def window_plan(
     settings: PolicySettings,
     now: datetime,
     deadline: datetime,
     actual: list[Reading],
     provider_forecast: Sequence[Reading],
-) -> Decision:
+) -> WindowPlan | None:
+    """The cleanest window from the provider's forecast, else the own forecaster's, from
+    ``actual`` (sorted, non-empty); None when neither forecasts anything."""
     future = sorted(
         (r for r in provider_forecast if utc(r.timestamp) > now), key=lambda r: r.timestamp
     )
@@ -164,39 +193,54 @@ def _decide_forecast(
         horizon = deadline - now + settings.expected_duration
         future = profile_forecast(actual, now, horizon, step)
         source = "own-forecaster"
-    latest = actual[-1]
     if not future:
-        return _decide_threshold(
-            settings, now, deadline, latest, note=" (no forecast available: threshold rule)"
-        )
+        return None
     step = step_of(future)
     times = [now] + [utc(r.timestamp) for r in future]
-    values = np.array([latest.intensity] + [r.intensity for r in future])
+    values = np.array([actual[-1].intensity] + [r.intensity for r in future])
     window = max(1, math.ceil(settings.expected_duration / step))
     latest_index = max(i for i, t in enumerate(times) if t <= deadline)
     best = best_window_start(
         np.array([t.timestamp() for t in times]), values, window, 0, latest_index
     )
-    best_mean = float(values[best : best + window].mean())
-    now_mean = float(values[:window].mean())
+    if times[best] <= now:
+        best = 0
+    return WindowPlan(times, values, window, best, source)
+
+
+def _decide_forecast(
+    settings: PolicySettings,
+    now: datetime,
+    deadline: datetime,
+    actual: list[Reading],
+    provider_forecast: Sequence[Reading],
+) -> Decision:
+    latest = actual[-1]
+    plan = window_plan(settings, now, deadline, actual, provider_forecast)
+    if plan is None:
+        return _decide_threshold(
+            settings, now, deadline, latest, note=" (no forecast available: threshold rule)"
+        )
+    source = plan.source
+    best_mean, now_mean = plan.best_mean, plan.now_mean
     origin = (
         "forecast from own forecaster: same-hour profile of the last days plus today's level "
         "(provider has none)"
         if source == "own-forecaster"
         else "provider forecast"
     )
-    if best == 0 or times[best] <= now:
+    if plan.best == 0:
         reason = (
             f"intensity {latest.intensity:.0f} g/kWh; the next "
             f"{format_duration(settings.expected_duration)} average {now_mean:.0f} g/kWh, "
             f"the cleanest window before the deadline; running ({origin})"
         )
         return Decision("run", reason, now, source, deadline)
-    planned = times[best]
+    planned = plan.planned_start
     reason = (
         f"intensity {latest.intensity:.0f} g/kWh; cleanest window starts "
         f"{planned:%Y-%m-%d %H:%M} UTC at {best_mean:.0f} g/kWh mean vs {now_mean:.0f} now; "
-        f"waiting {_left(planned, now)} (deadline in {_left(deadline, now)}; {origin})"
+        f"waiting {time_left(planned, now)} (deadline in {time_left(deadline, now)}; {origin})"
     )
     return Decision("wait", reason, planned, source, deadline)
 
@@ -213,6 +257,7 @@ def step_of(readings: Sequence[Reading]) -> timedelta:
     return timedelta(seconds=float(np.median(gaps)))
 
 
-def _left(later: datetime, now: datetime) -> str:
+def time_left(later: datetime, now: datetime) -> str:
+    """How long from ``now`` until ``later`` (0 if past), to the minute, for reasons."""
     minutes = round(max((later - now).total_seconds(), 0) / 60)
     return format_duration(timedelta(minutes=minutes))

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from carbonaware import __version__
 from carbonaware.core.model import utc
 from carbonaware.kube.models import CarbonAwareJobSpec, TrainerResult
+from carbonaware.kube.pod_placement import placed_job
 
 GROUP = "carbonaware.io"
 VERSION = "v1alpha1"
@@ -228,10 +229,12 @@ def build_job_spec(
     spec: CarbonAwareJobSpec,
     default_trainer_image: str,
     suspend: bool | None = None,
+    placement: int = 0,
 ) -> dict[str, Any]:
     """The batch/v1 Job that runs the workload, owned by the CarbonAwareJob.
 
     ``suspend`` (interruptible jobs): created suspended or running, as the decision says.
+    ``placement``: which of ``spec.placements`` its pods run in (kube/pod_placement.py).
     """
     labels = _labels(name, JOB_COMPONENT)
     metadata = {
@@ -261,7 +264,8 @@ def build_job_spec(
         }
     if suspend is not None:
         job_spec["suspend"] = suspend
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+    return placed_job(job, spec.placements[placement]) if spec.placements else job
 
 
 def build_suspend_patch(suspend: bool) -> dict[str, Any]:

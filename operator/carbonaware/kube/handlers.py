@@ -55,7 +55,7 @@ from carbonaware.core.interruptible import (
 )
 from carbonaware.core.model import Reading, utc
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide, step_of
-from carbonaware.kube import builders, metrics
+from carbonaware.kube import builders, metrics, placement
 from carbonaware.kube.builders import GROUP, PLURAL, VERSION, iso, parse_time
 from carbonaware.kube.models import (
     TERMINAL_PHASES,
@@ -415,6 +415,7 @@ class JobMemory:
     rings_seen: int = 0
     seen_version: str | None = None
     patched: bool = False
+    placement_sources: list[JobSource] | None = None  # placement: one per spec.placements
 
 
 # --- status helpers ---------------------------------------------------------------------------
@@ -548,8 +549,9 @@ class Tick:
                 spec, self.namespace, self.created, self.rt.settings, self.rt.kube, self.rt.sources
             )
             self.mem.spec, self.mem.generation = spec, self.generation
+            self.mem.placement_sources = None  # placement: rebuilt by placement.follow
         assert self.mem.spec is not None
-        return self.mem.spec
+        return placement.follow(self, self.mem.spec)  # placement: the zone it polls
 
     # -- the log ConfigMap ----------------------------------------------------------------------
     def _load_log(self, spec: CarbonAwareJobSpec) -> IntensityLog:
@@ -753,7 +755,10 @@ class Tick:
             readings = log.readings
             if settings.strategy == Strategy.FORECAST and not log.forecast:
                 readings = self._forecaster_history(spec, source, log, now) + readings
-            decision = decide(settings, submitted, now, readings, log.forecast)
+            if spec.placements:  # placement: where and when (kube/placement.py)
+                decision = placement.decide(self, spec, log, readings, now, settings, submitted)
+            else:
+                decision = decide(settings, submitted, now, readings, log.forecast)
         if decision.run:
             self._start(spec, source, decision, now)
             return
@@ -792,6 +797,7 @@ class Tick:
     def _start(
         self, spec: CarbonAwareJobSpec, source: JobSource, decision: Decision, now: datetime
     ) -> None:
+        index, placed_name = placement.chosen(self, spec)  # placement: where; the Job's name
         body = builders.build_job_spec(
             name=self.name,
             namespace=self.namespace,
@@ -799,7 +805,9 @@ class Tick:
             spec=spec,
             default_trainer_image=self.rt.settings.trainer_image,
             suspend=False if spec.interruptible else None,
+            placement=index,
         )
+        body["metadata"]["name"] = placed_name
         try:
             _, created = self.rt.kube.ensure_job(body, self.uid)
         except ForeignJobError as exc:
@@ -850,6 +858,8 @@ class Tick:
             return
         outcome, why = builders.job_outcome(job)
         if outcome == "running":
+            if placement.check_capacity(self, spec, job):  # placement: capacity fallback
+                return
             if spec.interruptible:
                 self._pause_or_resume(spec, log, now, job)
             return

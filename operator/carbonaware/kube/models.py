@@ -101,8 +101,22 @@ class TrainerSpec(_Camel):
     backoff_limit: int = Field(default=0, ge=0)
 
 
-class CarbonAwareJobSpec(_Camel):
+class PlacementSpec(_Camel):
+    """One candidate placement: a grid zone and the pod placement that puts the job there."""
+
     zone: str = Field(min_length=1)
+    provider: ProviderSpec | None = None  # None: the job's spec.provider
+    node_selector: dict[str, str] | None = None
+    tolerations: tuple[dict[str, Any], ...] | None = None
+    node_affinity: dict[str, Any] | None = None
+    # Energy the job uses here relative to the first placement (core/placement.py).
+    power_scale: float = Field(default=1.0, gt=0, le=10)
+
+
+class CarbonAwareJobSpec(_Camel):
+    # Exactly one of zone or placements; after parse_spec, zone is the first placement's.
+    zone: str | None = Field(default=None, min_length=1)
+    placements: tuple[PlacementSpec, ...] | None = Field(default=None, min_length=1, max_length=8)
     provider: ProviderSpec = ProviderSpec()
     threshold_grams_per_kwh: float = Field(default=200.0, gt=0, alias="thresholdGramsPerKWh")
     max_delay: Duration = timedelta(hours=24)
@@ -115,6 +129,17 @@ class CarbonAwareJobSpec(_Camel):
     # Suspend the Job while the grid is dirty and resume it later (see core/interruptible.py).
     interruptible: bool = False
 
+    def candidates(self) -> tuple[PlacementSpec, ...]:
+        """The placements the job may run in (a single ``zone``: one, with no pod placement)."""
+        if self.placements:
+            return self.placements
+        assert self.zone is not None  # parse_spec checked: exactly one of zone, placements
+        return (PlacementSpec(zone=self.zone),)
+
+    def provider_for(self, placement: PlacementSpec) -> ProviderSpec:
+        """The provider that reads ``placement``'s zone: its own, else the job's."""
+        return placement.provider or self.provider
+
 
 def parse_spec(raw: dict[str, Any]) -> CarbonAwareJobSpec:
     """Parse a spec dict; raise SpecError with one readable line on bad input."""
@@ -126,6 +151,21 @@ def parse_spec(raw: dict[str, Any]) -> CarbonAwareJobSpec:
         raise SpecError(f"spec.{where}: {first['msg']}") from None
     if (spec.trainer is None) == (spec.job_template is None):
         raise SpecError("set exactly one of spec.trainer or spec.jobTemplate")
+    if (spec.zone is None) == (spec.placements is None):
+        raise SpecError("set exactly one of spec.zone or spec.placements")
+    if spec.placements:
+        for i, placement in enumerate(spec.placements):
+            if not (placement.node_selector or placement.node_affinity or placement.tolerations):
+                raise SpecError(
+                    f"spec.placements.{i}: needs a nodeSelector, nodeAffinity or tolerations "
+                    "that put the pods in its zone"
+                )
+        if spec.interruptible:
+            raise SpecError(
+                "spec.interruptible with spec.placements is not supported yet: a paused job "
+                "must resume where its checkpoints are; use one zone"
+            )
+        spec = spec.model_copy(update={"zone": spec.placements[0].zone})
     return spec
 
 
@@ -143,6 +183,18 @@ class Decision(_Camel):
     reason: str
     planned_start: str | None = None
     forecast_source: str | None = None
+
+
+class PlacementStatus(_Camel):
+    """Where the job runs (spec.placements), why, and the forecast's promise (kube/placement.py)."""
+
+    index: int | None = None
+    zone: str | None = None
+    reason: str | None = None
+    forecast_saving_vs_default_now_percent: float | None = None
+    forecast_saving_vs_default_best_start_percent: float | None = None
+    unschedulable: tuple[str, ...] | None = None
+    fell_back: str | None = None
 
 
 class Segment(_Camel):
@@ -206,6 +258,7 @@ class CarbonAwareJobStatus(_Camel):
     emissions_basis: str | None = None
     trainer: TrainerResult | None = None
     segments: tuple[Segment, ...] | None = None
+    placement: PlacementStatus | None = None
 
     def wire(self) -> dict[str, Any]:
         """The camelCase dict as stored in the object (unset fields left out)."""

@@ -43,6 +43,9 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     log_budget_bytes: int = DEFAULT_BUDGET_BYTES
     stale_after: timedelta = timedelta(hours=2)  # readings older than this are stale
+    # spec.placements: how long a placement's pods may stay unschedulable before the job
+    # falls back to the next-best placement (kube/placement.py).
+    placement_grace: timedelta = timedelta(minutes=5)
     metrics_port: int = 8000  # 0 disables the metrics server
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     peering_name: str = "carbonaware"
@@ -124,6 +127,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> OperatorSettings:
         namespaces=namespaces,
         log_budget_bytes=_number(env, "LOG_BUDGET_BYTES", defaults.log_budget_bytes, int),
         stale_after=_duration(env, "STALE_AFTER", defaults.stale_after),
+        placement_grace=_duration(env, "PLACEMENT_GRACE", defaults.placement_grace),
         metrics_port=_number(env, "METRICS_PORT", defaults.metrics_port, int),
         liveness_endpoint=env.get(PREFIX + "LIVENESS_ENDPOINT", defaults.liveness_endpoint),
         peering_name=env.get(PREFIX + "PEERING_NAME") or defaults.peering_name,
