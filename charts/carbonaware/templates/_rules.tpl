@@ -23,6 +23,34 @@
   verbs:
   - update
 - apiGroups:
+  - carbonaware.io
+  resources:
+  - carbonawarecronjobs
+  verbs:
+  - get
+  - list
+  - watch
+  - patch
+- apiGroups:
+  - carbonaware.io
+  resources:
+  - carbonawarecronjobs/status
+  verbs:
+  - patch
+- apiGroups:
+  - carbonaware.io
+  resources:
+  - carbonawarecronjobs/finalizers
+  verbs:
+  - update
+- apiGroups:
+  - carbonaware.io
+  resources:
+  - carbonawarejobs
+  verbs:
+  - create
+  - delete
+- apiGroups:
   - batch
   resources:
   - jobs
