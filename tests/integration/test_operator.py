@@ -346,13 +346,14 @@ def test_accounts_energy_emissions_and_saving_when_the_job_completes(
         "epochs": 1,
         "wall_seconds": 42.0,
         "energy_kwh": 0.003,
-        "energy_method": "measured",
+        "energy_method": "measured:rapl-package",  # as carbon-trainer labels RAPL
         "device": "cpu",
     }
     finish_pod(kube_api, ns, running["jobName"], 0, json.dumps(result))
     done = wait_phase(kube_api, ns, "accounted", "Succeeded", timeout=60)
 
-    assert done["energyMethod"] == "measured"
+    assert done["energyMethod"] == "measured:rapl-package"  # the trainer's figure and label
+    assert done["trainer"]["energyMethod"] == "measured:rapl-package"
     assert done["energyKWh"] == pytest.approx(0.003 * 1.2)  # measured IT energy x PUE
     assert done["trainer"]["accuracy"] == 0.981 and done["trainer"]["durationSeconds"] == 42.0
     # Emissions are the energy times intensities logged during the run (all <= 150 after
@@ -371,7 +372,7 @@ def test_accounts_energy_emissions_and_saving_when_the_job_completes(
 
     log = client.CoreV1Api(kube_api).read_namespaced_config_map(done["logConfigMap"], ns)
     csv_text = log.data["carbon_log.csv"]
-    assert "energy_method=measured" in csv_text
+    assert "energy_method=measured:rapl-package" in csv_text
     assert csv_text.count(",SYNTHETIC,") >= 5  # one row per reading
     png = base64.b64decode(log.binary_data["carbon_plot.png"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -93,7 +93,9 @@ def test_forecast_strategy_plans_ahead_with_the_provider_forecast(traces_dir, tm
 
 
 def test_measured_energy_from_the_trainer_json_line_and_its_exit_code(tmp_path):
-    line = '{"energy_kwh": 0.004, "energy_method": "measured-nvml", "accuracy": 0.97}'
+    line = (
+        '{"energy_kwh": 0.004, "energy_method": "measured:nvml-energy-counter", "accuracy": 0.97}'
+    )
     result = carbonctl(
         "run", "--provider", "static", "--value", "200", "--zone", "DE", "--pue", "1.5",
         "--", PY, "-c", f"print('epoch 1'); print({line!r}); raise SystemExit(3)",
@@ -101,7 +103,8 @@ def test_measured_energy_from_the_trainer_json_line_and_its_exit_code(tmp_path):
     )  # fmt: skip
     assert result.returncode == 3, result.stderr
     meta = read_log(tmp_path / "carbon_log.csv").metadata
-    assert meta["energy_method"] == "measured" and float(meta["energy_kwh"]) == pytest.approx(0.006)
+    assert meta["energy_method"] == "measured:nvml-energy-counter"
+    assert float(meta["energy_kwh"]) == pytest.approx(0.006)
     assert float(meta["emissions_g"]) == pytest.approx(0.006 * 200)
     assert meta["accuracy"] == "0.97" and meta["exit_code"] == "3"
 

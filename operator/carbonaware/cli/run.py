@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import shutil
 import signal
@@ -34,12 +33,13 @@ import click
 
 from carbonaware.cli.plot import plot_from_log
 from carbonaware.cli.provider_options import Source, build_source, provider_options
-from carbonaware.core.accounting import CarbonReport, account, energy_from, report_metadata
+from carbonaware.core.accounting import CarbonReport, account, job_energy, report_metadata
 from carbonaware.core.durations import format_duration, parse_duration
 from carbonaware.core.forecast import FORECASTER_HISTORY
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.model import Reading
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
+from carbonaware.core.workload_report import last_report
 from carbonaware.providers.base import NoForecastError, ProviderError
 
 EXIT_INTERRUPTED = 130
@@ -279,20 +279,17 @@ def _finish(
         log.set("completed_at", state.completed_at)
         log.set("planned_start", None)
         log.set_forecast([])  # it served the start decision; the plot shows what happened
-        result = _trainer_result(state.child_output)
-        reported = result.get("energy_kwh")
-        if not isinstance(reported, int | float) or reported < 0:
-            reported = None
-        energy = energy_from(
-            reported, power_watts, timedelta(seconds=max(state.wall_seconds, 0)), pue,
-            measured_by="the command", reported_method=str(result.get("energy_method", "measured")),
+        result = last_report(state.child_output)
+        energy = job_energy(
+            result, power_watts, pue, timedelta(seconds=max(state.wall_seconds, 0)),
+            measured_by="the command",
         )  # fmt: skip
         report = account(
             energy, [(state.started_at, state.completed_at)], state.submitted_at, log.readings
         )
         log.update(report_metadata(report))
-        if "accuracy" in result:
-            log.set("accuracy", result["accuracy"])
+        if result is not None and result.accuracy is not None:
+            log.set("accuracy", result.accuracy)
         log.set("exit_code", state.returncode)
     log.set("status", "interrupted" if interrupted else "completed")
     Path(log_path).write_text(log.to_csv(), encoding="utf-8")
@@ -399,17 +396,6 @@ def _relay_output(child: subprocess.Popen, state: RunState) -> None:
         sys.stdout.flush()
         state.child_output.append(line.rstrip("\n"))
         del state.child_output[:-20]
-
-
-def _trainer_result(lines: list[str]) -> dict:
-    """The JSON object the trainer prints as its last stdout line, if any."""
-    for line in reversed(lines):
-        if line.strip():
-            with contextlib.suppress(ValueError):
-                result = json.loads(line)
-                return result if isinstance(result, dict) else {}
-            return {}
-    return {}
 
 
 def _stop(child: subprocess.Popen, grace_seconds: float) -> None:

@@ -12,9 +12,8 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from carbonaware.core.model import utc
+from carbonaware.core.workload_report import WorkloadReport, parse_report
 from carbonaware.kube.models import CarbonAwareJobSpec, TrainerResult
 
 GROUP = "carbonaware.io"
@@ -406,17 +405,19 @@ def termination_message(pods: list[dict[str, Any]]) -> str | None:
     return max(found)[1] if found else None
 
 
-def parse_trainer_result(message: str | None) -> TrainerResult | None:
-    """The trainer's JSON result, or None if the message is missing or not that JSON."""
-    if not message:
-        return None
-    try:
-        raw = json.loads(message)
-    except ValueError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return TrainerResult.model_validate(raw)
-    except ValidationError:
-        return None
+def parse_trainer_result(message: str | None) -> WorkloadReport | None:
+    """The trainer's final report (core/workload_report.py), or None if the message is
+    missing or not that JSON."""
+    return parse_report(message)
+
+
+def build_trainer_status(report: WorkloadReport) -> dict[str, Any]:
+    """``status.trainer``: what the trainer reported, its energy label kept as it wrote it."""
+    return TrainerResult(
+        accuracy=report.accuracy,
+        epochs=report.epochs,
+        duration_seconds=report.wall_seconds,
+        device=report.device,
+        energy_kwh=report.energy_kwh,
+        energy_method=report.energy_label,
+    ).model_dump(by_alias=True, exclude_none=True)

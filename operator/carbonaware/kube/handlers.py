@@ -55,6 +55,7 @@ from carbonaware.core.interruptible import (
 )
 from carbonaware.core.model import Reading, utc
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide, step_of
+from carbonaware.core.workload_report import WorkloadReport
 from carbonaware.kube import builders, metrics
 from carbonaware.kube.builders import GROUP, PLURAL, VERSION, iso, parse_time
 from carbonaware.kube.models import (
@@ -62,7 +63,6 @@ from carbonaware.kube.models import (
     CarbonAwareJobSpec,
     ProviderSource,
     SpecError,
-    TrainerResult,
     parse_spec,
 )
 from carbonaware.kube.settings import OperatorSettings
@@ -869,7 +869,7 @@ class Tick:
                 self.desired.get("segments"), completed
             )
         if result is not None:
-            self.desired["trainer"] = result.model_dump(by_alias=True, exclude_none=True)
+            self.desired["trainer"] = builders.build_trainer_status(result)
         self._account(spec, source, log, result, started_wall, completed_wall, completed)
         if outcome == "succeeded":
             self.desired.update(phase="Succeeded", message=self._summary("succeeded"))
@@ -885,7 +885,7 @@ class Tick:
         spec: CarbonAwareJobSpec,
         source: JobSource,
         log: IntensityLog,
-        result: TrainerResult | None,
+        result: WorkloadReport | None,
         started_wall: datetime | None,
         completed_wall: datetime,
         completed: datetime,
@@ -898,21 +898,16 @@ class Tick:
         ]
         # A resumed job's trainer reports its last run only (the earlier pods' reports went
         # with them): its figures do not count, the time of every segment does.
-        own = None if spec.interruptible and len(spans) > 1 else result
-        if own is not None and own.duration_seconds is not None:
-            run_time = timedelta(seconds=own.duration_seconds)
-        elif spec.interruptible:
-            run_time = source.to_wall(sum((b - a for a, b in spans), timedelta(0)))
+        if spec.interruptible:
+            ran = source.to_wall(sum((b - a for a, b in spans), timedelta(0)))
         else:
-            run_time = completed_wall - (started_wall or completed_wall)
-        # Only a metered figure counts as measured; otherwise the spec's assumed power.
-        measured = own.energy_kwh if own and own.energy_method == "measured" else None
-        energy = accounting.energy_from(
-            measured,
+            ran = completed_wall - (started_wall or completed_wall)
+        energy = accounting.job_energy(
+            result,
             spec.power.watts,
-            run_time,
             spec.power.pue,
-            measured_by="the trainer",
+            ran,
+            resumed=spec.interruptible and len(spans) > 1,
         )
         try:
             report = accounting.account(energy, spans, submitted, log.readings)
