@@ -249,3 +249,18 @@ def test_segments_open_close_and_span_to_now() -> None:
         (NOW, later),
         (later + timedelta(hours=5), later + timedelta(hours=6)),
     ]
+
+
+def test_log_metadata_carries_the_run_segments_the_plot_shades() -> None:
+    from carbonaware.core.intensity_log import IntensityLog
+    from carbonaware.plotting import run_segments
+
+    later = NOW + timedelta(hours=2)
+    segments = builders.close_segment(builders.open_segment(None, NOW), later)
+    segments = builders.open_segment(segments, later + timedelta(hours=5))
+    status = {"phase": "Running", "startedAt": "2026-01-01T12:00:00Z", "segments": segments}
+    spec = parse_spec({"zone": "GB", "trainer": {}, "interruptible": True})
+    log = IntensityLog()
+    log.update(builders.build_log_metadata(spec, status))
+    stored = IntensityLog.from_csv(log.to_csv()).metadata
+    assert run_segments(stored) == [(NOW, later), (later + timedelta(hours=5), None)]

@@ -390,7 +390,8 @@ def _wait_wall(seconds: float, until_exited: subprocess.Popen | None = None) -> 
 
 def _relay_output(child: subprocess.Popen, state: RunState) -> None:
     """Echo the child's stdout as it comes and keep its last lines (for the result JSON)."""
-    assert child.stdout is not None
+    if child.stdout is None:  # started without a pipe: nothing to relay
+        return
     for line in child.stdout:
         sys.stdout.write(line)
         sys.stdout.flush()

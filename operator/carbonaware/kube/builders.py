@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from carbonaware.core.model import utc
 from carbonaware.core.workload_report import WorkloadReport, parse_report
-from carbonaware.kube.models import CarbonAwareJobSpec, TrainerResult
+from carbonaware.kube.models import CarbonAwareJobSpec, TrainerResult, TrainerSpec
 
 GROUP = "carbonaware.io"
 VERSION = "v1alpha1"
@@ -102,9 +102,7 @@ def _labels(name: str) -> dict[str, str]:
     return {**MANAGED_BY, JOB_LABEL: _dns_label(name, 63)}
 
 
-def _trainer_args(spec: CarbonAwareJobSpec) -> list[str]:
-    trainer = spec.trainer
-    assert trainer is not None
+def _trainer_args(trainer: TrainerSpec) -> list[str]:
     # carbon-trainer writes its JSON result to /dev/termination-log itself.
     args = [
         "--epochs",
@@ -125,9 +123,7 @@ def _trainer_args(spec: CarbonAwareJobSpec) -> list[str]:
     return args
 
 
-def _trainer_pod_spec(spec: CarbonAwareJobSpec, default_image: str) -> dict[str, Any]:
-    trainer = spec.trainer
-    assert trainer is not None
+def _trainer_pod_spec(trainer: TrainerSpec, default_image: str) -> dict[str, Any]:
     mounts = [
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "work", "mountPath": "/work"},  # checkpoints and outputs
@@ -162,7 +158,7 @@ def _trainer_pod_spec(spec: CarbonAwareJobSpec, default_image: str) -> dict[str,
         "image": trainer.image or default_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["carbon-trainer"],
-        "args": _trainer_args(spec),
+        "args": _trainer_args(trainer),
         "env": [
             {"name": "HOME", "value": "/tmp"},
             {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
@@ -220,15 +216,16 @@ def build_job_spec(
         pod_meta = job_spec["template"].setdefault("metadata", {})
         pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
         job_spec["template"]["spec"].setdefault("restartPolicy", "Never")
-    else:
-        assert spec.trainer is not None
+    elif spec.trainer is not None:
         job_spec = {
             "backoffLimit": spec.trainer.backoff_limit,
             "template": {
                 "metadata": {"labels": labels},
-                "spec": _trainer_pod_spec(spec, default_trainer_image),
+                "spec": _trainer_pod_spec(spec.trainer, default_trainer_image),
             },
         }
+    else:  # parse_spec refuses such a spec; never build a Job without a workload
+        raise ValueError("the spec has neither trainer nor jobTemplate")
     if suspend is not None:
         job_spec["suspend"] = suspend
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
@@ -262,11 +259,31 @@ def segment_spans(
     """The segments as (start, end) times, an open one ending ``now``."""
     spans = []
     for segment in segments or []:
-        start = parse_time(segment["start"])
-        assert start is not None
+        start = parse_time(segment.get("start"))
+        if start is None:  # not ours (edited by hand): nothing to count
+            continue
         end = parse_time(segment.get("end")) or max(now, start)
         spans.append((start, end))
     return spans
+
+
+def build_log_metadata(spec: CarbonAwareJobSpec, status: dict[str, Any]) -> dict[str, Any]:
+    """The job's side of the log's metadata (plotting.py reads these keys)."""
+    segments = status.get("segments") or []
+    return {
+        "zone": spec.zone,
+        "strategy": spec.strategy,
+        "threshold": f"{spec.threshold_grams_per_kwh:g}",
+        "submitted_at": status.get("submittedAt"),
+        "deadline": status.get("deadline"),
+        "started_at": status.get("startedAt"),
+        "completed_at": status.get("completedAt"),
+        "status": status.get("phase"),
+        "clock": status.get("clock"),
+        # An interruptible job's stretches of running, "start/end;start/end" (an open one
+        # has no end yet): the plot shades these, not one run across the pauses.
+        "run_segments": ";".join(f"{s['start']}/{s.get('end') or ''}" for s in segments) or None,
+    }
 
 
 def build_log_configmap(

@@ -351,7 +351,8 @@ def build_source(
         anchor = created.timestamp()
         provider = _make_provider(provider_config, clock=_StartsAt(anchor))
         first = provider.providers[0] if isinstance(provider, FallbackChain) else provider
-        assert isinstance(first, ReplayProvider)
+        if not isinstance(first, ReplayProvider):  # make_provider answered with something else
+            raise SpecError(f"spec.provider: replay gave a {type(first).__name__}, not a replay")
         return JobSource(metrics.MeteredProvider(provider, f"@{int(anchor)}{suffix}"), first)
 
     def build() -> JobSource:
@@ -415,6 +416,7 @@ class JobMemory:
     rings_seen: int = 0
     seen_version: str | None = None
     patched: bool = False
+    finished_counted: bool = False  # the finished-job metrics were recorded
 
 
 # --- status helpers ---------------------------------------------------------------------------
@@ -445,20 +447,6 @@ def _is_true(status: dict[str, Any], type: str) -> bool | None:
     return None if condition is None else condition.get("status") == "True"
 
 
-def _log_metadata(spec: CarbonAwareJobSpec, status: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "zone": spec.zone,
-        "strategy": spec.strategy,
-        "threshold": f"{spec.threshold_grams_per_kwh:g}",
-        "submitted_at": status.get("submittedAt"),
-        "deadline": status.get("deadline"),
-        "started_at": status.get("startedAt"),
-        "completed_at": status.get("completedAt"),
-        "status": status.get("phase"),
-        "clock": status.get("clock"),
-    }
-
-
 # --- the reconcile step -------------------------------------------------------------------------
 
 
@@ -481,6 +469,9 @@ class Tick:
         self.desired: dict[str, Any] = dict(self.current)
         self.started = False  # a Job was created, adopted or resumed: the urgent write
         self.log: IntensityLog | None = None  # saved by finish()
+        self.render_plot = False  # the job finished: finish() saves the log with its plot
+        # energy kWh, emissions g, saved g of a finished job: counted by finish()
+        self.finished_figures: tuple[float, float, float] | None = None
         self.events: list[tuple[str, str, bool]] = []
 
     # -- events: the transitions a person watches for ----------------------------------
@@ -494,20 +485,24 @@ class Tick:
         self.events.clear()
 
     def finish(self) -> None:
-        """The bookkeeping after run(): write the log ConfigMap if it changed."""
-        if self.log is not None:
-            self._save_log(self.log)
+        """The bookkeeping after run(), off the urgent lane: write the log ConfigMap if it
+        changed (with the plot once the job finished), then count a finished job's figures,
+        once per job: a failed write retries the whole tick, which must not count them again."""
+        if self.log is None:
+            return
+        self._save_log(self.log, plot=_render(self.log, self.logger) if self.render_plot else None)
+        if self.finished_figures is not None and not self.mem.finished_counted:
+            metrics.record_finished(*self.finished_figures)
+            self.mem.finished_counted = True
 
     def run(self) -> dict[str, Any] | None:
         phase = self.current.get("phase")
         if phase in TERMINAL_PHASES:
             return None
         try:
-            spec = self._spec_and_source()
+            spec, source = self._spec_and_source()
         except SpecError as exc:
             return self._fail("InvalidSpec", str(exc))
-        source = self.mem.source
-        assert source is not None
         now = source.now()
         self.desired["observedGeneration"] = self.generation
         if not self.desired.get("submittedAt"):
@@ -541,15 +536,22 @@ class Tick:
         return builders.build_status_patch(self.current, self.desired)
 
     # -- spec and provider ----------------------------------------------------------------
-    def _spec_and_source(self) -> CarbonAwareJobSpec:
-        if self.mem.spec is None or self.mem.generation != self.generation:
+    def _spec_and_source(self) -> tuple[CarbonAwareJobSpec, JobSource]:
+        spec, source = self.mem.spec, self.mem.source
+        if spec is None or source is None or self.mem.generation != self.generation:
             spec = parse_spec(dict(self.body.get("spec") or {}))
-            self.mem.source = build_source(
+            source = build_source(
                 spec, self.namespace, self.created, self.rt.settings, self.rt.kube, self.rt.sources
             )
-            self.mem.spec, self.mem.generation = spec, self.generation
-        assert self.mem.spec is not None
-        return self.mem.spec
+            self.mem.spec, self.mem.source, self.mem.generation = spec, source, self.generation
+        return spec, source
+
+    def _submitted(self) -> datetime:
+        """When the job was submitted, on its clock (status says; else its creation)."""
+        submitted = parse_time(self.desired.get("submittedAt"))
+        if submitted is None and self.mem.source is not None:
+            return self.mem.source.to_job_time(self.created)
+        return submitted or self.created
 
     # -- the log ConfigMap ----------------------------------------------------------------------
     def _load_log(self, spec: CarbonAwareJobSpec) -> IntensityLog:
@@ -582,7 +584,7 @@ class Tick:
         """Write the log ConfigMap if it changed, at the version last read or written."""
         spec = self.mem.spec
         if spec is not None:
-            log.update(_log_metadata(spec, self.desired))
+            log.update(builders.build_log_metadata(spec, self.desired))
         for _ in range(LOG_WRITE_ATTEMPTS):
             text = log.to_csv()
             if text == self.mem.log_written and plot is None:
@@ -732,8 +734,7 @@ class Tick:
         now: datetime,
         polled: bool,
     ) -> None:
-        submitted = parse_time(self.desired["submittedAt"])
-        assert submitted is not None
+        submitted = self._submitted()
         settings = PolicySettings(
             strategy=Strategy(spec.strategy),
             threshold_g_per_kwh=spec.threshold_grams_per_kwh,
@@ -877,8 +878,8 @@ class Tick:
             self.event("Succeeded", self.desired["message"])
         else:
             self._fail("JobFailed", f"the Job failed: {why}")
-        log.update(_log_metadata(spec, self.desired))
-        self._save_log(log, plot=_render(log, self.logger))
+        log.update(builders.build_log_metadata(spec, self.desired))
+        self.render_plot = True  # in finish(): bookkeeping never delays another job's start
 
     def _account(
         self,
@@ -926,7 +927,7 @@ class Tick:
         )
         if report.saved_percent is not None:
             self.desired["savedPercent"] = round(report.saved_percent, 2)
-        metrics.record_finished(energy.kwh, report.emissions.grams, report.saved_grams)
+        self.finished_figures = (energy.kwh, report.emissions.grams, report.saved_grams)
 
     # -- interruptible jobs: pause while dirty, resume when clean -----------------------------
     def _should_run(
@@ -946,8 +947,7 @@ class Tick:
         self, spec: CarbonAwareJobSpec, log: IntensityLog, now: datetime, running: bool
     ) -> tuple[bool, str, bool, datetime | None]:
         """(run, why, whether it must run to finish in time, the reading it rests on)."""
-        submitted = parse_time(self.desired.get("submittedAt"))
-        assert submitted is not None
+        submitted = self._submitted()
         latest_finish = submitted + spec.max_delay + spec.expected_duration
         spans = builders.segment_spans(self.desired.get("segments"), now)
         ran = sum((b - a for a, b in spans), timedelta(0))
