@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from carbonaware.cli.numbers import Bounded
 from carbonaware.providers.base import ConfigError, Provider
 from carbonaware.providers.registry import PROVIDER_NAMES, ProviderConfig, make_provider
 
@@ -52,7 +53,7 @@ def provider_options(function: Callable) -> Callable:
         ),
         click.option(
             "--speed",
-            type=float,
+            type=Bounded(0, 1_000_000, low_open=True),
             default=1.0,
             show_default=True,
             help="replay: trace seconds per wall-clock second (3600 = one trace hour a second).",
@@ -60,7 +61,9 @@ def provider_options(function: Callable) -> Callable:
         click.option(
             "--start", default=None, help="replay: offset into the trace (36h) or ISO time."
         ),
-        click.option("--value", type=float, default=None, help="static: the constant g/kWh."),
+        click.option(
+            "--value", type=Bounded(0, 5000), default=None, help="static: the constant g/kWh."
+        ),
         click.option("--base-url", default=None, help="Override the provider's API URL."),
         click.option(
             "--token-file",
@@ -74,7 +77,11 @@ def provider_options(function: Callable) -> Callable:
             help="Emission factors (default: the provider's own).",
         ),
         click.option(
-            "--timeout", type=float, default=10.0, show_default=True, help="HTTP timeout (s)."
+            "--timeout",
+            type=Bounded(0, 3600, low_open=True),
+            default=10.0,
+            show_default=True,
+            help="HTTP timeout (s).",
         ),
     ]
 

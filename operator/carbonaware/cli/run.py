@@ -31,6 +31,7 @@ from pathlib import Path
 
 import click
 
+from carbonaware.cli.numbers import Bounded
 from carbonaware.cli.plot import plot_from_log
 from carbonaware.cli.provider_options import Source, build_source, provider_options
 from carbonaware.core.accounting import CarbonReport, account, job_energy, report_metadata
@@ -76,7 +77,7 @@ class RunState:
 @provider_options
 @click.option(
     "--threshold",
-    type=float,
+    type=Bounded(0, 10_000),
     default=300.0,
     show_default=True,
     help="threshold strategy: start at the first reading at or below this gCO2eq/kWh.",
@@ -105,7 +106,7 @@ class RunState:
 )
 @click.option(
     "--power-watts",
-    type=float,
+    type=Bounded(0, 1_000_000),
     default=150.0,
     show_default=True,
     help="Assumed average power (W), used when the command reports no energy (a last stdout "
@@ -113,7 +114,7 @@ class RunState:
 )
 @click.option(
     "--pue",
-    type=float,
+    type=Bounded(1, 3),
     default=1.0,
     show_default=True,
     help="Power usage effectiveness; multiplies measured and estimated (IT) energy alike.",
@@ -142,12 +143,6 @@ def command(
     cmd: Sequence[str],
 ) -> None:
     """Wait for a cleaner grid, then run CMD (default: the MNIST trainer) and account for it."""
-    if threshold < 0:
-        raise click.BadParameter(f"must be >= 0 g/kWh, got {threshold:g}", param_hint="--threshold")
-    if power_watts < 0:
-        raise click.BadParameter(f"must be >= 0, got {power_watts:g}", param_hint="--power-watts")
-    if pue < 1:
-        raise click.BadParameter(f"must be >= 1.0, got {pue:g}", param_hint="--pue")
     settings = PolicySettings(
         Strategy(strategy), threshold, parse_duration(max_delay), parse_duration(expected_duration)
     )
