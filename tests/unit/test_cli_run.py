@@ -238,6 +238,24 @@ def test_default_workload_is_a_plainly_labelled_stand_in_without_data(tmp_path):
     assert "workload: STAND-IN" in result.stdout and "stand-in workload" in result.stdout
 
 
+def test_default_workload_never_reads_the_repositorys_test_data(tmp_path, mnist_dir):
+    """``<cwd>/../shared/data/mnist`` is where this repository's tests keep MNIST: a user's
+    carbonctl must not look there; it reads MNIST_DIR or the documented data folder."""
+    work = tmp_path / "project"
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "mnist").symlink_to(mnist_dir)
+    work.mkdir()
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("MNIST_DIR", "XDG_CACHE_HOME")}
+    result = subprocess.run(
+        [CARBONCTL, "run", "--provider", "static", "--value", "80", "--zone", "DE"],
+        cwd=work, env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    default = home / ".cache" / "carbonaware" / "mnist"
+    assert f"workload: STAND-IN (no MNIST data in {default}: set MNIST_DIR" in result.stdout
+
+
 def test_plot_command_renders_a_log(tmp_path):
     log = IntensityLog({"zone": "DE", "threshold": 300, "submitted_at": "2024-03-04T00:00:00Z"})
     log.extend(Reading("DE", datetime(2024, 3, 4, h, tzinfo=UTC), 300 - 10 * h) for h in range(8))

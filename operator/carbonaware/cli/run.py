@@ -409,11 +409,20 @@ def _stop(child: subprocess.Popen, grace_seconds: float) -> None:
         child.wait()
 
 
+def mnist_dir() -> Path:
+    """Where the default workload finds MNIST: ``MNIST_DIR``, else the user's data folder
+    ``$XDG_CACHE_HOME/carbonaware/mnist`` (``~/.cache/carbonaware/mnist``)."""
+    if os.environ.get("MNIST_DIR"):
+        return Path(os.environ["MNIST_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "carbonaware" / "mnist"
+
+
 def _workload(cmd: list[str]) -> Workload:
     """CMD when given; else the MNIST trainer when installed with data; else a stand-in."""
     if cmd:
         return Workload(cmd, " ".join(cmd))
-    mnist = Path(os.environ.get("MNIST_DIR", Path.cwd().parent / "shared" / "data" / "mnist"))
+    mnist = mnist_dir()
     trainer = shutil.which("carbon-trainer") or str(Path(sys.executable).parent / "carbon-trainer")
     has_trainer = importlib.util.find_spec("carbontrainer") is not None and Path(trainer).exists()
     if has_trainer and (mnist / "MNIST" / "raw").is_dir():
@@ -422,7 +431,12 @@ def _workload(cmd: list[str]) -> Workload:
                 "--batch-size", "64", "--data-dir", str(mnist), "--output-dir", str(out / "out"),
                 "--checkpoint-dir", str(out / "checkpoints")]  # fmt: skip
         return Workload(argv, f"MNIST trainer (1 epoch, 10,000 samples, data {mnist})")
-    why = "the trainer is not installed" if not has_trainer else f"no MNIST data in {mnist}"
+    why = (
+        "the trainer is not installed"
+        if not has_trainer
+        else f"no MNIST data in {mnist}: set MNIST_DIR, or fetch it there with "
+        f"carbon-trainer --download --data-dir {mnist} --epochs 1 --max-samples 64"
+    )
     argv = [
         sys.executable,
         "-c",
@@ -431,7 +445,7 @@ def _workload(cmd: list[str]) -> Workload:
     ]
     return Workload(
         argv,
-        f"STAND-IN ({why}; set MNIST_DIR or pass a command after --): a {STAND_IN_SECONDS}s sleep",
+        f"STAND-IN ({why}; or pass a command after --): a {STAND_IN_SECONDS}s sleep",
     )
 
 
