@@ -32,13 +32,13 @@ import pytest
 import yaml
 from cluster_fixtures import off_node, throwaway_namespace, wait_for
 from faultkit import release
+from jobapi import GROUP, PLURAL, VERSION, create, get, status, wait_phase
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 OPERATOR = Path(sys.executable).parent / "carbonaware-operator"
-GROUP, VERSION, PLURAL = "carbonaware.io", "v1alpha1", "carbonawarejobs"
 SA_NAMESPACE, SA_NAME = "carbonaware-system", "carbonaware-operator"
 SECRET_TOKEN = "s3cr3t-em-token-do-not-leak"
 # The demo trace from 10:00 on its first day: 206, 206, 188, 175, 205, 216, 240, ... 195, 172,
@@ -175,44 +175,10 @@ def operator(kubectl: str, kubeconfig: Path, kube_api, tmp_path_factory) -> Iter
 # --- helpers: the user's view ---------------------------------------------------------
 
 
-def create(kube_api, namespace: str, name: str, spec: dict) -> dict:
-    from kubernetes import client
-
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "CarbonAwareJob",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    return client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, body
-    )
-
-
-def get(kube_api, namespace: str, name: str) -> dict:
-    from kubernetes import client
-
-    return client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name
-    )
-
-
-def status(kube_api, namespace: str, name: str) -> dict:
-    return get(kube_api, namespace, name).get("status") or {}
-
-
 def kubectl_row(kubectl: str, kubeconfig: Path, namespace: str, name: str) -> list[str]:
     """The row `kubectl get carbonawarejobs NAME` prints, split on whitespace."""
     out = _kubectl(kubectl, kubeconfig, "-n", namespace, "get", "carbonawarejobs", name).stdout
     return out.splitlines()[1].split()
-
-
-def wait_phase(kube_api, namespace: str, name: str, phase: str, timeout: float = 60) -> dict:
-    def reached() -> dict | None:
-        current = status(kube_api, namespace, name)
-        return current if current.get("phase") == phase else None
-
-    return wait_for(reached, timeout, f"{name} to reach phase {phase}", interval_s=0.25)
 
 
 def jobs_of(kube_api, namespace: str, name: str) -> list:

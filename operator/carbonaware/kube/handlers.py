@@ -630,14 +630,23 @@ class Tick:
         """Read the grid if a poll is due; True when a poll was made (successful or not)."""
         if time.monotonic() < self.mem.next_poll:
             return False
-        cache = self.rt.cache
-        poll = max(spec.poll_interval, self.rt.settings.poll_floor)
+        # A replayed trace costs no API call: it is read directly, at the job's own
+        # pollInterval, not through the shared cache's TTL (which would skip trace hours).
+        replayed = source.replay is not None
+        floor = timedelta(0) if replayed else self.rt.settings.poll_floor
+        poll = max(spec.poll_interval, floor)
+        provider, zone = source.provider, spec.zone
         try:
-            reading = cache.latest(source.provider, spec.zone)
+            reading = provider.latest(zone) if replayed else self.rt.cache.latest(provider, zone)
             if spec.strategy == "forecast" or spec.interruptible:
                 # Without one, the policy forecasts from the history itself, and says so.
                 with contextlib.suppress(ProviderError):
-                    log.set_forecast(cache.forecast(source.provider, spec.zone))
+                    forecast = (
+                        provider.forecast(zone)
+                        if replayed
+                        else self.rt.cache.forecast(provider, zone)
+                    )
+                    log.set_forecast(forecast)
         except ProviderError as exc:
             if isinstance(exc, UnknownZoneError) and not self.desired.get("jobName"):
                 # Only the provider can say so, and it will not change its mind: fail now.
