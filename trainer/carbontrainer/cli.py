@@ -72,8 +72,11 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 )
 @click.option(
     "--download/--no-download",
-    default=False,
-    help="Download MNIST through torchvision when it is missing.",
+    default=True,
+    envvar="CARBON_TRAINER_DOWNLOAD",
+    show_default=True,
+    help="Download MNIST when it is missing (from MNIST_MIRROR, else torchvision's mirrors; "
+    "into --data-dir, or ~/.cache/carbonaware/mnist when that is read-only).",
 )
 @click.option("--epochs", type=int, default=DEFAULT_EPOCHS, show_default=True, callback=_positive)
 @click.option(
