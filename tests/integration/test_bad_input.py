@@ -53,6 +53,9 @@ REJECTED = [
     ("maxdelay-years", with_(maxDelay="2y"), "must be a duration"),
     ("maxdelay-huge", with_(maxDelay="9" * 10_000 + "h"), "may not be more than 32"),
     ("expected-negative", with_(expectedDuration="-30m"), "must be a duration"),
+    # Durations that no date can hold (they used to pass, then raise in every reconcile).
+    ("maxdelay-overflows", with_(maxDelay="999999999d"), "must be a duration"),
+    ("expected-overflows", with_(expectedDuration="99999999999s"), "must be a duration"),
     ("poll-zero", with_(pollInterval="0s"), "pollInterval must be a duration between 1s"),
     ("poll-negative", with_(pollInterval="-5m"), "pollInterval must be a duration"),
     ("poll-absurd", with_(pollInterval="1000h"), "pollInterval must be a duration"),
@@ -237,6 +240,11 @@ def test_what_only_the_operator_can_know_fails_the_job_not_the_operator(
             {"zone": "DEMO", "provider": {"name": "replay", "trace": "/nonexistent/trace.csv"}},
             "InvalidSpec",
             "/nonexistent/trace.csv",
+        ),
+        "maxdelay-beyond-ten-years": (
+            {"zone": "DE", "provider": clean_now, "maxDelay": "9999d"},
+            "InvalidSpec",
+            "longer than 3650d",
         ),
         "refused-template": (
             {"zone": "DE", "provider": clean_now, "jobTemplate": refused_template},

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from carbonaware.core.model import Reading
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
-from carbonaware.kube.handlers import (
+from carbonaware.kube.status import (
     COUNTDOWN_REFRESH_SECONDS,
-    _decision_status,
+    decision_status,
     only_the_countdown_moved,
 )
 
@@ -29,7 +29,7 @@ def waiting_at(minutes: int) -> Decision:
 
 def status_after(decision: Decision) -> dict:
     reading = {"lastReadingTime": "2026-12-02T09:00:00Z", "currentIntensity": 300.0}
-    return {"phase": "Waiting", "decision": _decision_status(decision)} | reading
+    return {"phase": "Waiting", "decision": decision_status(decision)} | reading
 
 
 def test_a_countdown_a_minute_on_is_not_worth_a_write() -> None:
