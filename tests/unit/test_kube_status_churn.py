@@ -53,3 +53,16 @@ def test_it_is_written_again_after_the_refresh_or_with_any_news() -> None:
     assert not only_the_countdown_moved(current, dict(current), running, since_written_s=60)
     pending = dict(current) | {"phase": "Pending"}
     assert not only_the_countdown_moved(pending, dict(pending), later, since_written_s=60)
+
+
+def test_status_is_written_through_the_typed_model() -> None:
+    import pytest
+    from carbonaware.kube.status import build_status
+    from pydantic import ValidationError
+
+    desired = {"phase": "Waiting", "readingCount": 3, "decision": decision_status(waiting_at(5))}
+    assert build_status(desired | {"notOurs": 1, "jobName": None}) == desired
+    with pytest.raises(ValidationError):
+        build_status({"phase": "Sleeping"})
+    with pytest.raises(ValidationError):
+        build_status({"energyKWh": float("nan")})

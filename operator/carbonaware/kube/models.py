@@ -169,7 +169,9 @@ class TrainerResult(_Camel):
 
 
 class CarbonAwareJobStatus(_Camel):
-    """The status the operator writes; every field optional so a partial status parses."""
+    """The status the operator writes (kube/status.build_status puts every write through it);
+    every field optional so a partial status parses. A field the model does not know is not
+    written (add it here first)."""
 
     phase: Phase | None = None
     message: str | None = None

@@ -48,6 +48,7 @@ from carbonaware.kube.polling import Polling
 from carbonaware.kube.runtime import JobMemory, Runtime
 from carbonaware.kube.sources import JobSource, build_source
 from carbonaware.kube.status import (
+    build_status,
     decision_status,
     only_the_countdown_moved,
     set_condition_now,
@@ -139,7 +140,7 @@ class Tick(LogStore, Polling, Finishing, Pausing):
         return self._finish_patch()
 
     def _finish_patch(self) -> dict[str, Any] | None:
-        return builders.build_status_patch(self.current, self.desired)
+        return builders.build_status_patch(self.current, build_status(self.desired))
 
     # -- spec and provider ----------------------------------------------------------------
     def _spec_and_source(self) -> tuple[CarbonAwareJobSpec, JobSource]:

@@ -9,6 +9,7 @@ from typing import Any
 from carbonaware.core.policy import Decision
 from carbonaware.kube import builders
 from carbonaware.kube.builders import iso
+from carbonaware.kube.models import CarbonAwareJobStatus
 
 # A waiting job's "deadline in ..." is rewritten this often when nothing else changed.
 COUNTDOWN_REFRESH_SECONDS = 600.0
@@ -64,3 +65,10 @@ def decision_status(decision: Decision) -> dict[str, Any]:
     if decision.forecast_source:
         status["forecastSource"] = decision.forecast_source
     return status
+
+
+def build_status(desired: dict[str, Any]) -> dict[str, Any]:
+    """The status as written: ``desired`` through the typed model (kube/models.py). A value
+    of the wrong kind is a bug that fails here, not a status no reader expects; a field the
+    model does not know is not written; unset (None) fields are left out."""
+    return CarbonAwareJobStatus.model_validate(desired).wire()
