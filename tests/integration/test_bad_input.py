@@ -26,11 +26,12 @@ from pathlib import Path
 import pytest
 from cluster_fixtures import off_node, throwaway_namespace, wait_for
 from faultkit import FaultServer, OperatorProcess, release
+from jobapi import GROUP, PLURAL, VERSION
+from jobapi import status as job_status
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-GROUP, VERSION, PLURAL = "carbonaware.io", "v1alpha1", "carbonawarejobs"
 TEMPLATE = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
 OK = {"zone": "DE", "trainer": {}}
 
@@ -179,15 +180,6 @@ def operator_ns(crd, kube_api, kubeconfig: Path, tmp_path_factory) -> Iterator[t
             release(kube_api, ns)
 
 
-def _status(kube_api, ns: str, name: str) -> dict:
-    from kubernetes import client
-
-    obj = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-        GROUP, VERSION, ns, PLURAL, name
-    )
-    return obj.get("status") or {}
-
-
 def test_what_only_the_operator_can_know_fails_the_job_not_the_operator(
     operator_ns, kube_api, fault_server: FaultServer
 ) -> None:
@@ -272,7 +264,7 @@ def test_what_only_the_operator_can_know_fails_the_job_not_the_operator(
     for name, (_, reason, text) in cases.items():
 
         def failed(name=name) -> dict | None:
-            current = _status(kube_api, ns, name)
+            current = job_status(kube_api, ns, name)
             return current if current.get("phase") == "Failed" else None
 
         status = wait_for(failed, 60, f"{name} to reach phase Failed")
@@ -293,7 +285,7 @@ def test_what_only_the_operator_can_know_fails_the_job_not_the_operator(
         assert jobs.items == [], f"{name}: a Job was created for a failed spec"
 
     good = wait_for(
-        lambda: _status(kube_api, ns, "good").get("phase") == "Running", 60, "good to run"
+        lambda: job_status(kube_api, ns, "good").get("phase") == "Running", 60, "good to run"
     )
     assert good
     # Failed is final: a few more ticks later nothing flapped, nobody restarted.
@@ -301,5 +293,5 @@ def test_what_only_the_operator_can_know_fails_the_job_not_the_operator(
     time.sleep(3)
     assert fault_server.count("XX") == fault_server_calls, "a Failed job kept polling"
     for name in cases:
-        assert _status(kube_api, ns, name)["phase"] == "Failed"
+        assert job_status(kube_api, ns, name)["phase"] == "Failed"
     assert operator.alive() and operator.starts == 1

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from jobapi import GROUP, PLURAL, VERSION
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -392,9 +393,7 @@ def release(kube_api, namespace: str) -> None:
     from kubernetes import client
 
     api = client.CustomObjectsApi(kube_api)
-    items = api.list_namespaced_custom_object(
-        "carbonaware.io", "v1alpha1", namespace, "carbonawarejobs"
-    )["items"]
+    items = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
     for item in items:
         if item["metadata"].get("finalizers"):
             api.patch_namespaced_custom_object(
