@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
+# The project-wide user error lives in core; providers raise it, callers import it here too.
+from carbonaware.core.errors import ConfigError as ConfigError
 from carbonaware.core.model import Reading
 
 # What ``history`` returns unless asked for more: the last day, every API's basic window.
@@ -51,10 +53,6 @@ class ProviderUnavailableError(ProviderError):
 
 class NoForecastError(ProviderError):
     """This provider (or plan) offers no forecast for the zone."""
-
-
-class ConfigError(ValueError):
-    """Bad provider configuration (unknown provider name, missing token, unreadable trace)."""
 
 
 @runtime_checkable
