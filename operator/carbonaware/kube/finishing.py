@@ -14,10 +14,10 @@ from carbonaware.kube.builders import iso, parse_time
 from carbonaware.kube.models import (
     CarbonAwareJobSpec,
 )
-from carbonaware.kube.sources import JobSource
 from carbonaware.kube.status import (
     set_condition_now,
 )
+from carbonaware.source import Source
 
 
 class Finishing:
@@ -25,7 +25,7 @@ class Finishing:
 
     # -- following the Job and accounting -------------------------------------------------------
     def _follow_job(
-        self, spec: CarbonAwareJobSpec, source: JobSource, log: IntensityLog, now: datetime
+        self, spec: CarbonAwareJobSpec, source: Source, log: IntensityLog, now: datetime
     ) -> None:
         name = self.desired["jobName"]
         job = self.rt.kube.read_job(self.namespace, name)
@@ -66,7 +66,7 @@ class Finishing:
     def _account(
         self,
         spec: CarbonAwareJobSpec,
-        source: JobSource,
+        source: Source,
         log: IntensityLog,
         result: WorkloadReport | None,
         started_wall: datetime | None,

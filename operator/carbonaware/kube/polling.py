@@ -16,7 +16,6 @@ from carbonaware.kube.builders import iso
 from carbonaware.kube.models import (
     CarbonAwareJobSpec,
 )
-from carbonaware.kube.sources import JobSource
 from carbonaware.kube.status import (
     is_true,
     set_condition_now,
@@ -27,6 +26,7 @@ from carbonaware.providers.base import (
     UnknownZoneError,
 )
 from carbonaware.providers.chain import FallbackChain
+from carbonaware.source import Source
 
 MAX_BACKOFF = timedelta(minutes=10)
 # The own forecaster's two weeks of history change little within an hour; the job's own
@@ -39,7 +39,7 @@ class Polling:
 
     # -- polling the provider ---------------------------------------------------------------------
     def _poll(
-        self, spec: CarbonAwareJobSpec, source: JobSource, log: IntensityLog, now: datetime
+        self, spec: CarbonAwareJobSpec, source: Source, log: IntensityLog, now: datetime
     ) -> bool:
         """Read the grid if a poll is due; True when a poll was made (successful or not)."""
         if time.monotonic() < self.mem.next_poll:
@@ -85,7 +85,7 @@ class Polling:
         self,
         reading: Reading,
         log: IntensityLog,
-        source: JobSource,
+        source: Source,
         spec: CarbonAwareJobSpec,
         now: datetime,
     ) -> None:
@@ -134,7 +134,7 @@ class Polling:
         )
 
     def _forecaster_history(
-        self, spec: CarbonAwareJobSpec, source: JobSource, log: IntensityLog, now: datetime
+        self, spec: CarbonAwareJobSpec, source: Source, log: IntensityLog, now: datetime
     ) -> list[Reading]:
         """The zone's past two weeks, before this job's first reading, for the policy's own
         forecaster (used when the provider has no forecast).

@@ -46,13 +46,14 @@ from carbonaware.kube.models import (
 from carbonaware.kube.pausing import Pausing
 from carbonaware.kube.polling import Polling
 from carbonaware.kube.runtime import JobMemory, Runtime
-from carbonaware.kube.sources import JobSource, build_source
+from carbonaware.kube.sources import build_source
 from carbonaware.kube.status import (
     build_status,
     decision_status,
     only_the_countdown_moved,
     set_condition_now,
 )
+from carbonaware.source import Source
 
 
 class Tick(LogStore, Polling, Finishing, Pausing):
@@ -143,7 +144,7 @@ class Tick(LogStore, Polling, Finishing, Pausing):
         return builders.build_status_patch(self.current, build_status(self.desired))
 
     # -- spec and provider ----------------------------------------------------------------
-    def _spec_and_source(self) -> tuple[CarbonAwareJobSpec, JobSource]:
+    def _spec_and_source(self) -> tuple[CarbonAwareJobSpec, Source]:
         spec, source = self.mem.spec, self.mem.source
         if spec is None or source is None or self.mem.generation != self.generation:
             spec = parse_spec(dict(self.body.get("spec") or {}))
@@ -161,7 +162,7 @@ class Tick(LogStore, Polling, Finishing, Pausing):
         return submitted or self.created
 
     # -- deciding and starting ------------------------------------------------------------------
-    def _adopt_existing_job(self, source: JobSource, now: datetime) -> None:
+    def _adopt_existing_job(self, source: Source, now: datetime) -> None:
         """After a restart, a Job may exist that status does not know about yet: adopt it."""
         if self.mem.adoption_checked:
             return
@@ -179,7 +180,7 @@ class Tick(LogStore, Polling, Finishing, Pausing):
     def _decide(
         self,
         spec: CarbonAwareJobSpec,
-        source: JobSource,
+        source: Source,
         log: IntensityLog,
         now: datetime,
         polled: bool,
@@ -225,7 +226,7 @@ class Tick(LogStore, Polling, Finishing, Pausing):
         self.desired["message"] = decision.reason
 
     def _start(
-        self, spec: CarbonAwareJobSpec, source: JobSource, decision: Decision, now: datetime
+        self, spec: CarbonAwareJobSpec, source: Source, decision: Decision, now: datetime
     ) -> None:
         body = builders.build_job_spec(
             name=self.name,

@@ -14,9 +14,10 @@ from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.kube.api import KubeApi
 from carbonaware.kube.models import CarbonAwareJobSpec
 from carbonaware.kube.settings import OperatorSettings
-from carbonaware.kube.sources import JobSource, SharedSources
+from carbonaware.kube.sources import SharedSources
 from carbonaware.kube.wakeups import StartWave, UrgentFirstExecutor, ZoneBells
 from carbonaware.providers.cache import ProviderCache
+from carbonaware.source import Source
 
 
 @dataclass
@@ -46,7 +47,7 @@ class JobMemory:
 
     generation: int | None = None
     spec: CarbonAwareJobSpec | None = None
-    source: JobSource | None = None
+    source: Source | None = None
     log: IntensityLog | None = None
     log_version: str | None = None
     log_written: str = ""

@@ -10,11 +10,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from carbonaware.core.model import utc
 from carbonaware.kube import metrics
 from carbonaware.kube.api import KubeApi
 from carbonaware.kube.models import (
@@ -26,9 +24,10 @@ from carbonaware.kube.settings import OperatorSettings
 from carbonaware.providers.base import ConfigError, Provider
 from carbonaware.providers.chain import FallbackChain
 from carbonaware.providers.registry import ProviderConfig, make_provider
+from carbonaware.source import Source, replay_options
 
 if TYPE_CHECKING:  # pandas-backed: imported only when a job replays a trace
-    from carbonaware.providers.replay import ReplayProvider
+    pass
 
 
 class _StartsAt:
@@ -46,32 +45,6 @@ class _StartsAt:
         return time.time() if first is None else first
 
 
-@dataclass
-class JobSource:
-    """Where one job's readings come from and which clock it runs on."""
-
-    provider: Provider  # metered, behind the shared cache
-    replay: ReplayProvider | None
-
-    def now(self) -> datetime:
-        return self.replay.now() if self.replay else datetime.now(UTC)
-
-    def to_job_time(self, wall: datetime) -> datetime:
-        """A wall-clock instant on this job's clock."""
-        if self.replay is None:
-            return utc(wall)
-        elapsed = (datetime.now(UTC) - utc(wall)).total_seconds()
-        return self.now() - timedelta(seconds=elapsed * self.replay.speed)
-
-    def to_wall(self, job_time: timedelta) -> timedelta:
-        """A span of this job's clock in wall time."""
-        return job_time / self.replay.speed if self.replay else job_time
-
-    @property
-    def clock(self) -> str:
-        return "replay" if self.replay else "wall"
-
-
 def _source_config(
     source: ProviderSource | Any,
     name: str,
@@ -82,11 +55,13 @@ def _source_config(
     if source.basis:
         config["basis"] = source.basis
     if name == "replay":
-        # No zone override: a trace answers for the zone it holds, and a job asking for
-        # another fails with UnknownZone rather than silently relabelling the data.
-        config["trace"] = source.trace or settings.trace
-        config["speed"] = source.speed or settings.default_replay_speed
-        config["start"] = source.start
+        config |= replay_options(
+            source.trace,
+            source.speed,
+            source.start,
+            settings.default_trace,
+            settings.default_replay_speed,
+        )
     if name == "static":
         config["value"] = source.value
     return config | credentials
@@ -111,7 +86,7 @@ def _credentials(
 
 
 class SharedSources:
-    """One JobSource per distinct live-provider configuration, shared by the jobs that use it.
+    """One Source per distinct live-provider configuration, shared by the jobs that use it.
 
     A thousand jobs on a handful of zones then hold a handful of provider objects (each with
     its own requests.Session and connection pool) instead of a thousand. Replayed traces are
@@ -121,10 +96,10 @@ class SharedSources:
 
     def __init__(self, max_entries: int = 256) -> None:
         self.max_entries = max_entries
-        self._sources: OrderedDict[str, JobSource] = OrderedDict()
+        self._sources: OrderedDict[str, Source] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get_or_build(self, key: str, build: Callable[[], JobSource]) -> JobSource:
+    def get_or_build(self, key: str, build: Callable[[], Source]) -> Source:
         with self._lock:
             if key in self._sources:
                 self._sources.move_to_end(key)
@@ -155,7 +130,7 @@ def build_source(
     settings: OperatorSettings,
     kube: KubeApi,
     shared: SharedSources | None = None,
-) -> JobSource:
+) -> Source:
     """The job's provider (with fallbacks), metered and keyed for the shared cache."""
     primary_name = spec.provider.name or settings.default_provider
     config = _source_config(
@@ -185,10 +160,12 @@ def build_source(
         first = provider.providers[0] if isinstance(provider, FallbackChain) else provider
         if not isinstance(first, ReplayProvider):  # make_provider answered with something else
             raise SpecError(f"spec.provider: replay gave a {type(first).__name__}, not a replay")
-        return JobSource(metrics.MeteredProvider(provider, f"@{int(anchor)}{suffix}"), first)
+        return Source(
+            metrics.MeteredProvider(provider, f"@{int(anchor)}{suffix}"), spec.zone, first
+        )
 
-    def build() -> JobSource:
-        return JobSource(metrics.MeteredProvider(_make_provider(provider_config), suffix), None)
+    def build() -> Source:
+        return Source(metrics.MeteredProvider(_make_provider(provider_config), suffix), spec.zone)
 
     if shared is None:
         return build()
