@@ -46,7 +46,7 @@ def render_plot(log: IntensityLog, path: str | Path | None = None) -> bytes:
     forecast = _frame(log.forecast)
     submitted = _time(meta.get("submitted_at"))
     deadline = _time(meta.get("deadline"))
-    segments = _segments(meta)
+    segments = run_segments(meta)
     # the forecast strategy ignores the threshold: drawing it would suggest otherwise
     threshold = _number(meta.get("threshold")) if meta.get("strategy") != "forecast" else None
 
@@ -259,7 +259,7 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def _segments(meta: dict[str, str]) -> list[tuple[datetime, datetime | None]]:
+def run_segments(meta: dict[str, str]) -> list[tuple[datetime, datetime | None]]:
     """Run segments: ``run_segments`` when present, else started_at..completed_at."""
     spans = []
     if meta.get("run_segments"):

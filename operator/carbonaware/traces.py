@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from carbonaware.core.errors import ConfigError
 from carbonaware.core.model import Basis
-from carbonaware.providers.base import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -26,11 +26,12 @@ from pathlib import Path
 import pytest
 from cluster_fixtures import off_node, throwaway_namespace, wait_for
 from faultkit import FaultServer, OperatorProcess, release
+from jobapi import GROUP, PLURAL, VERSION
+from jobapi import status as job_status
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-GROUP, VERSION, PLURAL = "carbonaware.io", "v1alpha1", "carbonawarejobs"
 TEMPLATE = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
 OK = {"zone": "DE", "trainer": {}}
 
@@ -53,6 +54,9 @@ REJECTED = [
     ("maxdelay-years", with_(maxDelay="2y"), "must be a duration"),
     ("maxdelay-huge", with_(maxDelay="9" * 10_000 + "h"), "may not be more than 32"),
     ("expected-negative", with_(expectedDuration="-30m"), "must be a duration"),
+    # Durations that no date can hold (they used to pass, then raise in every reconcile).
+    ("maxdelay-overflows", with_(maxDelay="999999999d"), "must be a duration"),
+    ("expected-overflows", with_(expectedDuration="99999999999s"), "must be a duration"),
     ("poll-zero", with_(pollInterval="0s"), "pollInterval must be a duration between 1s"),
     ("poll-negative", with_(pollInterval="-5m"), "pollInterval must be a duration"),
     ("poll-absurd", with_(pollInterval="1000h"), "pollInterval must be a duration"),
@@ -176,15 +180,6 @@ def operator_ns(crd, kube_api, kubeconfig: Path, tmp_path_factory) -> Iterator[t
             release(kube_api, ns)
 
 
-def _status(kube_api, ns: str, name: str) -> dict:
-    from kubernetes import client
-
-    obj = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-        GROUP, VERSION, ns, PLURAL, name
-    )
-    return obj.get("status") or {}
-
-
 def test_what_only_the_operator_can_know_fails_the_job_not_the_operator(
     operator_ns, kube_api, fault_server: FaultServer
 ) -> None:
@@ -238,6 +233,11 @@ def test_what_only_the_operator_can_know_fails_the_job_not_the_operator(
             "InvalidSpec",
             "/nonexistent/trace.csv",
         ),
+        "maxdelay-beyond-ten-years": (
+            {"zone": "DE", "provider": clean_now, "maxDelay": "9999d"},
+            "InvalidSpec",
+            "longer than 3650d",
+        ),
         "refused-template": (
             {"zone": "DE", "provider": clean_now, "jobTemplate": refused_template},
             "JobRejected",
@@ -264,7 +264,7 @@ def test_what_only_the_operator_can_know_fails_the_job_not_the_operator(
     for name, (_, reason, text) in cases.items():
 
         def failed(name=name) -> dict | None:
-            current = _status(kube_api, ns, name)
+            current = job_status(kube_api, ns, name)
             return current if current.get("phase") == "Failed" else None
 
         status = wait_for(failed, 60, f"{name} to reach phase Failed")
@@ -285,7 +285,7 @@ def test_what_only_the_operator_can_know_fails_the_job_not_the_operator(
         assert jobs.items == [], f"{name}: a Job was created for a failed spec"
 
     good = wait_for(
-        lambda: _status(kube_api, ns, "good").get("phase") == "Running", 60, "good to run"
+        lambda: job_status(kube_api, ns, "good").get("phase") == "Running", 60, "good to run"
     )
     assert good
     # Failed is final: a few more ticks later nothing flapped, nobody restarted.
@@ -293,5 +293,5 @@ def test_what_only_the_operator_can_know_fails_the_job_not_the_operator(
     time.sleep(3)
     assert fault_server.count("XX") == fault_server_calls, "a Failed job kept polling"
     for name in cases:
-        assert _status(kube_api, ns, name)["phase"] == "Failed"
+        assert job_status(kube_api, ns, name)["phase"] == "Failed"
     assert operator.alive() and operator.starts == 1

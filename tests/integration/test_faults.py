@@ -41,11 +41,11 @@ from faultkit import (
     finish_pod,
     release,
 )
+from jobapi import GROUP, PLURAL, VERSION, create
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-GROUP, VERSION, PLURAL = "carbonaware.io", "v1alpha1", "carbonawarejobs"
 POLL_S = 1.0
 EM_TIMEOUT_S = 10.0  # the Electricity Maps client's connect/read timeout
 # 20 SIGKILLs by default (each restart costs the operator a few seconds to start on the
@@ -56,20 +56,6 @@ MAX_JOBS = 40
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def create(kube_api, ns: str, name: str, spec: dict) -> dict:
-    from kubernetes import client
-
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "CarbonAwareJob",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    return client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, ns, PLURAL, body
-    )
 
 
 def all_jobs(kube_api, ns: str) -> dict[str, dict]:

@@ -32,13 +32,13 @@ import pytest
 import yaml
 from cluster_fixtures import off_node, throwaway_namespace, wait_for
 from faultkit import release
+from jobapi import GROUP, PLURAL, VERSION, create, get, status, wait_phase
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 OPERATOR = Path(sys.executable).parent / "carbonaware-operator"
-GROUP, VERSION, PLURAL = "carbonaware.io", "v1alpha1", "carbonawarejobs"
 SA_NAMESPACE, SA_NAME = "carbonaware-system", "carbonaware-operator"
 SECRET_TOKEN = "s3cr3t-em-token-do-not-leak"
 # The demo trace from 10:00 on its first day: 206, 206, 188, 175, 205, 216, 240, ... 195, 172,
@@ -175,44 +175,10 @@ def operator(kubectl: str, kubeconfig: Path, kube_api, tmp_path_factory) -> Iter
 # --- helpers: the user's view ---------------------------------------------------------
 
 
-def create(kube_api, namespace: str, name: str, spec: dict) -> dict:
-    from kubernetes import client
-
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "CarbonAwareJob",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    return client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, body
-    )
-
-
-def get(kube_api, namespace: str, name: str) -> dict:
-    from kubernetes import client
-
-    return client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name
-    )
-
-
-def status(kube_api, namespace: str, name: str) -> dict:
-    return get(kube_api, namespace, name).get("status") or {}
-
-
 def kubectl_row(kubectl: str, kubeconfig: Path, namespace: str, name: str) -> list[str]:
     """The row `kubectl get carbonawarejobs NAME` prints, split on whitespace."""
     out = _kubectl(kubectl, kubeconfig, "-n", namespace, "get", "carbonawarejobs", name).stdout
     return out.splitlines()[1].split()
-
-
-def wait_phase(kube_api, namespace: str, name: str, phase: str, timeout: float = 60) -> dict:
-    def reached() -> dict | None:
-        current = status(kube_api, namespace, name)
-        return current if current.get("phase") == phase else None
-
-    return wait_for(reached, timeout, f"{name} to reach phase {phase}", interval_s=0.25)
 
 
 def jobs_of(kube_api, namespace: str, name: str) -> list:
@@ -346,13 +312,14 @@ def test_accounts_energy_emissions_and_saving_when_the_job_completes(
         "epochs": 1,
         "wall_seconds": 42.0,
         "energy_kwh": 0.003,
-        "energy_method": "measured",
+        "energy_method": "measured:rapl-package",  # as carbon-trainer labels RAPL
         "device": "cpu",
     }
     finish_pod(kube_api, ns, running["jobName"], 0, json.dumps(result))
     done = wait_phase(kube_api, ns, "accounted", "Succeeded", timeout=60)
 
-    assert done["energyMethod"] == "measured"
+    assert done["energyMethod"] == "measured:rapl-package"  # the trainer's figure and label
+    assert done["trainer"]["energyMethod"] == "measured:rapl-package"
     assert done["energyKWh"] == pytest.approx(0.003 * 1.2)  # measured IT energy x PUE
     assert done["trainer"]["accuracy"] == 0.981 and done["trainer"]["durationSeconds"] == 42.0
     # Emissions are the energy times intensities logged during the run (all <= 150 after
@@ -371,7 +338,7 @@ def test_accounts_energy_emissions_and_saving_when_the_job_completes(
 
     log = client.CoreV1Api(kube_api).read_namespaced_config_map(done["logConfigMap"], ns)
     csv_text = log.data["carbon_log.csv"]
-    assert "energy_method=measured" in csv_text
+    assert "energy_method=measured:rapl-package" in csv_text
     assert csv_text.count(",SYNTHETIC,") >= 5  # one row per reading
     png = base64.b64decode(log.binary_data["carbon_plot.png"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

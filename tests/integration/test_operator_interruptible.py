@@ -27,6 +27,7 @@ from datetime import timedelta
 import pytest
 from carbonaware.core.accounting import emissions_over_segments
 from carbonaware.core.intensity_log import IntensityLog
+from carbonaware.plotting import run_segments
 from cluster_fixtures import off_node, wait_for
 from test_operator import (  # noqa: F401  (operator: the fixture)
     create,
@@ -149,7 +150,10 @@ def test_suspends_while_dirty_resumes_when_clean_and_accounts_over_segments(
     assert gap > timedelta(hours=12)  # it sat out the dirty day
     # Emissions integrate over the segments only, against the readings in the job's log.
     log_cm = get_log(kube_api, ns, done["logConfigMap"])
-    readings = IntensityLog.from_csv(log_cm["carbon_log.csv"]).readings
+    stored = IntensityLog.from_csv(log_cm["carbon_log.csv"])
+    readings = stored.readings
+    # The plot shades the run segments, not one run across the pause.
+    assert run_segments(stored.metadata) == spans
     expected = emissions_over_segments(done["energyKWh"], spans, readings)
     assert expected.method == "integrated"
     assert done["emissionsGrams"] == pytest.approx(expected.grams, abs=1e-6)  # status: 6 dp

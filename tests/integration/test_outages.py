@@ -47,11 +47,11 @@ from faultkit import (
     finish_pod,
     release,
 )
+from jobapi import GROUP, PLURAL, VERSION
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-GROUP, VERSION, PLURAL = "carbonaware.io", "v1alpha1", "carbonawarejobs"
 DIRTY, CLEAN, THRESHOLD = 300.0, 50.0, 100.0
 DOWN_FOR_S = 5  # the apiserver stays down this long before it starts again
 SHORT_API_BACKOFFS = {"CARBONAWARE_API_BACKOFFS": "0.2"}  # spent in 0.2 s: the outage outlasts it

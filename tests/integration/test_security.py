@@ -25,12 +25,12 @@ import pytest
 import yaml
 from cluster_fixtures import off_node, throwaway_namespace, wait_for
 from faultkit import FaultServer, OperatorProcess, release
+from jobapi import GROUP, PLURAL, VERSION
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
-GROUP, VERSION, PLURAL = "carbonaware.io", "v1alpha1", "carbonawarejobs"
 SA_NAMESPACE, SA_NAME = "carbonaware-system", "carbonaware-operator"
 TOKEN = "em-tok-7f3a9c1e-never-print-me"
 

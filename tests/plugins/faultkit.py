@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from jobapi import GROUP, VERSION
 from provider_bodies import EM_BAD_TOKEN, em_not_in_plan, em_unknown_zone
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -411,9 +412,7 @@ def release(kube_api, namespace: str) -> None:
     api = client.CustomObjectsApi(kube_api)
     for plural in ("carbonawarejobs", "carbonawarecronjobs"):
         try:
-            items = api.list_namespaced_custom_object(
-                "carbonaware.io", "v1alpha1", namespace, plural
-            )["items"]
+            items = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]
         except client.exceptions.ApiException as exc:
             if exc.status == 404:  # that CRD is not installed
                 continue
@@ -421,8 +420,8 @@ def release(kube_api, namespace: str) -> None:
         for item in items:
             if item["metadata"].get("finalizers"):
                 api.patch_namespaced_custom_object(
-                    "carbonaware.io",
-                    "v1alpha1",
+                    GROUP,
+                    VERSION,
                     namespace,
                     plural,
                     item["metadata"]["name"],

@@ -31,13 +31,20 @@ def test_estimated_energy_is_power_times_time_times_pue():
     assert energy.method == "estimated" and "250 W" in energy.detail
 
 
-def test_measured_energy_wins_and_pue_multiplies_it_too():
-    energy = energy_from(0.5, power_watts=250, duration=timedelta(hours=2), pue=1.1)
-    assert energy.method == "measured" and energy.kwh == pytest.approx(0.55)
+def test_measured_energy_wins_keeps_its_label_and_pue_multiplies_it_too():
+    energy = energy_from(
+        0.5, power_watts=250, duration=timedelta(hours=2), pue=1.1, label="measured:rapl-package"
+    )
+    assert energy.method == "measured:rapl-package" and energy.measured
+    assert energy.kwh == pytest.approx(0.55)
     assert energy_from(None, 100, HOUR).method == "estimated"
     # the workload's own estimate, or a mix of measured and estimated parts, is an estimate
-    mixed = energy_from(0.5, 100, HOUR, reported_method="measured:nvml+estimated:cpu-time")
-    assert mixed.method == "estimated" and mixed.kwh == 0.5 and "cpu-time" in mixed.detail
+    mixed = energy_from(0.5, 100, HOUR, label="measured:nvml+estimated:cpu-time")
+    assert mixed.method == "measured:nvml+estimated:cpu-time" and not mixed.measured
+    assert mixed.kwh == 0.5 and "estimated by" in mixed.detail
+    # a figure that does not say how it was obtained is not called measured
+    unlabelled = energy_from(0.5, 100, HOUR)
+    assert unlabelled.method == "unlabelled" and not unlabelled.measured
     with pytest.raises(ValueError):
         estimate_energy(100, HOUR, pue=0.9)
 

@@ -93,7 +93,9 @@ def test_forecast_strategy_plans_ahead_with_the_provider_forecast(traces_dir, tm
 
 
 def test_measured_energy_from_the_trainer_json_line_and_its_exit_code(tmp_path):
-    line = '{"energy_kwh": 0.004, "energy_method": "measured-nvml", "accuracy": 0.97}'
+    line = (
+        '{"energy_kwh": 0.004, "energy_method": "measured:nvml-energy-counter", "accuracy": 0.97}'
+    )
     result = carbonctl(
         "run", "--provider", "static", "--value", "200", "--zone", "DE", "--pue", "1.5",
         "--", PY, "-c", f"print('epoch 1'); print({line!r}); raise SystemExit(3)",
@@ -101,7 +103,8 @@ def test_measured_energy_from_the_trainer_json_line_and_its_exit_code(tmp_path):
     )  # fmt: skip
     assert result.returncode == 3, result.stderr
     meta = read_log(tmp_path / "carbon_log.csv").metadata
-    assert meta["energy_method"] == "measured" and float(meta["energy_kwh"]) == pytest.approx(0.006)
+    assert meta["energy_method"] == "measured:nvml-energy-counter"
+    assert float(meta["energy_kwh"]) == pytest.approx(0.006)
     assert float(meta["emissions_g"]) == pytest.approx(0.006 * 200)
     assert meta["accuracy"] == "0.97" and meta["exit_code"] == "3"
 
@@ -233,6 +236,24 @@ def test_default_workload_is_a_plainly_labelled_stand_in_without_data(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "workload: STAND-IN" in result.stdout and "stand-in workload" in result.stdout
+
+
+def test_default_workload_never_reads_the_repositorys_test_data(tmp_path, mnist_dir):
+    """``<cwd>/../shared/data/mnist`` is where this repository's tests keep MNIST: a user's
+    carbonctl must not look there; it reads MNIST_DIR or the documented data folder."""
+    work = tmp_path / "project"
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "mnist").symlink_to(mnist_dir)
+    work.mkdir()
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("MNIST_DIR", "XDG_CACHE_HOME")}
+    result = subprocess.run(
+        [CARBONCTL, "run", "--provider", "static", "--value", "80", "--zone", "DE"],
+        cwd=work, env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    default = home / ".cache" / "carbonaware" / "mnist"
+    assert f"workload: STAND-IN (no MNIST data in {default}: set MNIST_DIR" in result.stdout
 
 
 def test_plot_command_renders_a_log(tmp_path):

@@ -11,6 +11,7 @@ from carbonaware.core.interruptible import (
     cleanest_steps,
     forecast_from_now,
     interruptible_window,
+    plan_step,
     remaining_steps,
     run_or_pause,
     should_run,
@@ -148,3 +149,57 @@ def test_a_running_job_is_paused_at_most_once_per_reading() -> None:
     # ... unless the work left fills every step left.
     assert change_now(True, False, True, hour, changed_at_reading=hour)
     assert not change_now(True, True, True, hour, changed_at_reading=None)  # no change asked
+
+
+# --- plan_step: one interruptible job's decision from its readings (the operator's) -------
+
+PLAN_NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def _hourly(values: list[float], start: datetime, forecast: bool = False) -> list[Reading]:
+    return [
+        Reading("GB", start + timedelta(hours=i), v, forecast=forecast)
+        for i, v in enumerate(values)
+    ]
+
+
+def test_plan_step_pauses_for_cleaner_hours_ahead_and_says_why() -> None:
+    actual = _hourly([300.0], PLAN_NOW)
+    forecast = _hourly([290, 80, 70, 300, 300, 300], PLAN_NOW + timedelta(hours=1), True)
+    step = plan_step(
+        now=PLAN_NOW, latest_finish=PLAN_NOW + timedelta(hours=6), expected=timedelta(hours=2),
+        ran=timedelta(0), actual=actual, forecast=forecast, running=False,
+    )  # fmt: skip
+    assert not step.run and not step.forced and step.reading_time == PLAN_NOW
+    assert step.why.startswith("pause: 300 g/kWh now; 2 step(s) of 1:00:00 of work left in 6")
+    assert step.why.endswith("before 2026-03-01T18:00:00Z, and cleaner steps ahead hold all of it")
+
+
+@given(
+    values=st.lists(st.floats(0, 1000, allow_nan=False), min_size=0, max_size=24),
+    expected_h=st.integers(1, 12),
+    ran_h=st.integers(0, 12),
+    slack_h=st.integers(0, 24),
+    running=st.booleans(),
+    own=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_plan_step_runs_whenever_the_work_left_fills_the_time_left(
+    values, expected_h, ran_h, slack_h, running, own
+) -> None:
+    latest_finish = PLAN_NOW + timedelta(hours=slack_h + 1)
+    actual = _hourly(values[:1], PLAN_NOW)
+    forecast = _hourly(values[1:], PLAN_NOW + timedelta(hours=1), True)
+    step = plan_step(
+        now=PLAN_NOW, latest_finish=latest_finish, expected=timedelta(hours=expected_h),
+        ran=timedelta(hours=ran_h), actual=actual, forecast=forecast, running=running,
+        own_forecast=own,
+    )  # fmt: skip
+    work = max(1, expected_h - ran_h)
+    if step.forced:
+        assert step.run  # no slack left: it never pauses
+    if work >= slack_h + 1:
+        assert step.run and step.forced
+    assert step.reading_time == (PLAN_NOW if actual else None)
+    assert ("own forecaster" in step.why) == (own and bool(actual))
+    assert step.why.startswith(("run: ", "pause: ", "no reading yet"))

@@ -294,3 +294,18 @@ def test_a_job_templates_own_app_labels_describe_the_workload_but_not_who_manage
         assert labels["app.kubernetes.io/managed-by"] == "carbonaware-operator"
         assert labels["app.kubernetes.io/part-of"] == "carbonaware"
         assert labels["app.kubernetes.io/instance"] == "x" * 63  # a label value's limit
+
+
+def test_log_metadata_carries_the_run_segments_the_plot_shades() -> None:
+    from carbonaware.core.intensity_log import IntensityLog
+    from carbonaware.plotting import run_segments
+
+    later = NOW + timedelta(hours=2)
+    segments = builders.close_segment(builders.open_segment(None, NOW), later)
+    segments = builders.open_segment(segments, later + timedelta(hours=5))
+    status = {"phase": "Running", "startedAt": "2026-01-01T12:00:00Z", "segments": segments}
+    spec = parse_spec({"zone": "GB", "trainer": {}, "interruptible": True})
+    log = IntensityLog()
+    log.update(builders.build_log_metadata(spec, status))
+    stored = IntensityLog.from_csv(log.to_csv()).metadata
+    assert run_segments(stored) == [(NOW, later), (later + timedelta(hours=5), None)]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from carbonaware.kube.settings import SettingsError, bundled_trace, load_settings
+from carbonaware.kube.settings import SettingsError, load_settings
+from carbonaware.source import demo_trace_path, replay_options
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,8 +26,8 @@ def test_the_shipped_configmap_parses_and_names_only_known_settings() -> None:
 
 def test_defaults_replay_the_bundled_demo_trace() -> None:
     settings = load_settings({})
-    assert settings.trace == str(bundled_trace())
-    assert Path(settings.trace).is_file()
+    trace = replay_options(None, None, None, settings.default_trace)["trace"]
+    assert trace == str(demo_trace_path()) and Path(trace).is_file()
 
 
 def test_follow_grid_is_on_unless_switched_off() -> None:

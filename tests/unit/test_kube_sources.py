@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from carbonaware.kube import metrics
-from carbonaware.kube.handlers import SharedSources, build_source
 from carbonaware.kube.models import parse_spec
 from carbonaware.kube.settings import OperatorSettings
+from carbonaware.kube.sources import SharedSources, build_source
 from carbonaware.providers.cache import ProviderCache
 
 # Replay timelines start at a job's creation: "now", so the trace is not over yet.

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from carbonaware.core.model import Reading
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
-from carbonaware.kube.handlers import (
+from carbonaware.kube.status import (
     COUNTDOWN_REFRESH_SECONDS,
-    _decision_status,
+    decision_status,
     only_the_countdown_moved,
 )
 
@@ -29,7 +29,7 @@ def waiting_at(minutes: int) -> Decision:
 
 def status_after(decision: Decision) -> dict:
     reading = {"lastReadingTime": "2026-12-02T09:00:00Z", "currentIntensity": 300.0}
-    return {"phase": "Waiting", "decision": _decision_status(decision)} | reading
+    return {"phase": "Waiting", "decision": decision_status(decision)} | reading
 
 
 def test_a_countdown_a_minute_on_is_not_worth_a_write() -> None:
@@ -53,3 +53,25 @@ def test_it_is_written_again_after_the_refresh_or_with_any_news() -> None:
     assert not only_the_countdown_moved(current, dict(current), running, since_written_s=60)
     pending = dict(current) | {"phase": "Pending"}
     assert not only_the_countdown_moved(pending, dict(pending), later, since_written_s=60)
+
+
+def test_status_is_written_through_the_typed_model() -> None:
+    import pytest
+    from carbonaware.kube.status import build_status
+    from pydantic import ValidationError
+
+    desired = {"phase": "Waiting", "readingCount": 3, "decision": decision_status(waiting_at(5))}
+    assert build_status(desired | {"notOurs": 1}) == desired
+    # None clears a field: the merge patch then removes it from the stored status (a
+    # placement fallback clears jobName so that the job decides again)
+    assert build_status(desired | {"jobName": None}) == desired | {"jobName": None}
+    cleared = build_status({"placement": {"zone": None, "unschedulable": ["NL"]}})
+    assert cleared == {"placement": {"zone": None, "unschedulable": ["NL"]}}
+    from carbonaware.kube.builders import build_status_patch
+
+    stored = {"jobName": "j", "phase": "Running"}
+    assert build_status_patch(stored, build_status({"jobName": None})) == {"jobName": None}
+    with pytest.raises(ValidationError):
+        build_status({"phase": "Sleeping"})
+    with pytest.raises(ValidationError):
+        build_status({"energyKWh": float("nan")})

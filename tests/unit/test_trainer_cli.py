@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +21,16 @@ from carbontrainer.train import TrainConfig, train
 QUICK = ["--max-samples", "1536", "--eval-samples", "1000", "--batch-size", "64"]
 
 
-def _run(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, **kwargs
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "carbontrainer", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         **kwargs,
     )
 
@@ -35,7 +40,8 @@ def _final_json(stdout: str) -> dict:
 
 
 def test_missing_data_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
-    result = _run(["--data-dir", str(tmp_path / "empty"), "--epochs", "1"], tmp_path)
+    args = ["--data-dir", str(tmp_path / "empty"), "--epochs", "1", "--no-download"]
+    result = _run(args, tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -43,6 +49,55 @@ def test_missing_data_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
     assert str(tmp_path / "empty" / "MNIST" / "raw") in lines[0]
     final = _final_json(result.stdout)
     assert final["status"] == "error" and final["exit_code"] == 2
+
+
+@pytest.fixture(scope="module")
+def mnist_mirror(mnist_dir: Path) -> Iterator[str]:
+    """A loopback HTTP server serving the four MNIST files as ``<name>.gz``, as the real
+    mirrors do (the internet is out of reach here)."""
+    from pytest_httpserver import HTTPServer
+
+    server = HTTPServer(host="127.0.0.1", port=0)
+    for path in (mnist_dir / "MNIST" / "raw").iterdir():
+        body = gzip.compress(path.read_bytes(), compresslevel=1)
+        server.expect_request(f"/mnist/{path.name}.gz").respond_with_data(body)
+    server.start()
+    yield server.url_for("/mnist/")
+    server.stop()
+
+
+def test_missing_data_is_downloaded_by_default(tmp_path: Path, mnist_mirror: str) -> None:
+    """The Kubernetes quick start's image has no MNIST: the trainer fetches it where a
+    mirror is reachable (MNIST_MIRROR here; torchvision's mirrors by default)."""
+    empty = tmp_path / "data"
+    result = _run(
+        ["--data-dir", str(empty), "--max-samples", "256", "--eval-samples", "200",
+         "--log-every", "0", "--checkpoint-dir", "ck", "--output-dir", "out"],
+        tmp_path, env={"MNIST_MIRROR": mnist_mirror},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert _final_json(result.stdout)["status"] == "completed"
+    assert sorted(p.name for p in (empty / "MNIST" / "raw").iterdir()) == [
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+    ]
+
+
+def test_offline_the_missing_data_error_stays_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on: an offline cluster
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    result = _run(
+        ["--data-dir", str(tmp_path / "empty")],
+        tmp_path, env={"MNIST_MIRROR": closed},
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"MNIST not found in {tmp_path / 'empty' / 'MNIST'}/raw" in lines[0]
+    assert f"downloading it failed: {closed}" in lines[0]
 
 
 @pytest.mark.parametrize("option", ["--checkpoint-dir", "--output-dir"])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from carbonaware.cli.numbers import Bounded
 
 from . import __version__
 from .checkpoint import CheckpointError, FolderError
@@ -71,8 +72,11 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 )
 @click.option(
     "--download/--no-download",
-    default=False,
-    help="Download MNIST through torchvision when it is missing.",
+    default=True,
+    envvar="CARBON_TRAINER_DOWNLOAD",
+    show_default=True,
+    help="Download MNIST when it is missing (from MNIST_MIRROR, else torchvision's mirrors; "
+    "into --data-dir, or ~/.cache/carbonaware/mnist when that is read-only).",
 )
 @click.option("--epochs", type=int, default=DEFAULT_EPOCHS, show_default=True, callback=_positive)
 @click.option(
@@ -80,7 +84,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 )
 @click.option(
     "--lr",
-    type=float,
+    type=Bounded(0, 10, low_open=True),
     default=DEFAULT_LR,
     show_default=True,
     help="Adadelta learning rate (decays ×0.7 per epoch).",
@@ -134,7 +138,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 )
 @click.option(
     "--log-every",
-    type=int,
+    type=click.IntRange(min=0),
     default=100,
     show_default=True,
     help="Progress line every N batches (0: per epoch only).",
@@ -148,7 +152,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 )
 @click.option(
     "--watts-per-core",
-    type=float,
+    type=Bounded(0, 10_000, low_open=True),
     default=DEFAULT_WATTS_PER_CORE,
     envvar="CARBON_TRAINER_WATTS_PER_CORE",
     show_default=True,

@@ -8,7 +8,10 @@ Normalisation happens per batch on the training device (see `normalise`).
 from __future__ import annotations
 
 import gzip
+import os
 import struct
+import tempfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,9 @@ _RAW_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _IDX_UBYTE = 0x08
+# Where torchvision downloads MNIST from (torchvision.datasets.MNIST.mirrors).
+MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+DOWNLOAD_TIMEOUT_S = 60
 
 
 class MissingDataError(Exception):
@@ -93,32 +99,76 @@ def _load_processed(folder: Path) -> Mnist | None:
     return Mnist(train_images, train_labels.long(), test_images, test_labels.long())
 
 
-def _download(root: Path) -> None:
-    try:
-        from torchvision.datasets import MNIST
-    except ImportError as error:
-        raise MissingDataError(f"--download needs torchvision ({error})") from error
-    try:
-        for train in (True, False):
-            MNIST(root=str(root), train=train, download=True)
-    except Exception as error:  # network errors come in many types
-        raise MissingDataError(
-            f"could not download MNIST into {root}: {type(error).__name__}: {error}"
-        ) from error
+def user_data_root() -> Path:
+    """Where MNIST is downloaded when the data folder is not writable (a read-only image
+    path, a read-only volume): ``$XDG_CACHE_HOME/carbonaware/mnist``, else ~/.cache/..."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "carbonaware" / "mnist"
 
 
-def load_mnist(root: Path, download: bool = False) -> Mnist:
-    """MNIST from `root` (torchvision layout); downloads only when `download` is true."""
+def mirrors() -> list[str]:
+    """Base URLs that serve ``<name>.gz`` for the four MNIST files: ``MNIST_MIRROR``
+    (comma-separated, e.g. a mirror inside an air-gapped network), else torchvision's."""
+    configured = [m.strip() for m in os.environ.get("MNIST_MIRROR", "").split(",") if m.strip()]
+    return [m if m.endswith("/") else m + "/" for m in configured] or list(MIRRORS)
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def _fetch(name: str) -> bytes:
+    """One raw idx file, decompressed and checked, from the first mirror that has it."""
+    errors = []
+    for base in mirrors():
+        url = f"{base}{name}.gz"
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                raw = gzip.decompress(response.read())
+            return raw
+        except (OSError, EOFError, ValueError) as error:  # URLError, HTTPError, bad gzip
+            errors.append(f"{url}: {getattr(error, 'reason', None) or error}")
+    raise MissingDataError("; ".join(errors))
+
+
+def download(root: Path) -> Path:
+    """Download the MNIST files missing under ``root`` (or, when ``root`` is not writable,
+    under :func:`user_data_root`); the torchvision root they are in."""
+    target = root if _writable(root / "MNIST" / "raw") else user_data_root()
+    folder = target / "MNIST" / "raw"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in _RAW_FILES.values():
+        if _find_raw(folder, name) is not None:
+            continue
+        partial = folder / f".{name}.partial"
+        partial.write_bytes(_fetch(name))
+        read_idx(partial)  # a truncated or foreign file fails here, before it is kept
+        partial.replace(folder / name)
+    return target
+
+
+def load_mnist(root: Path, download_missing: bool = False) -> Mnist:
+    """MNIST from ``root`` (torchvision layout); with ``download_missing``, what is missing
+    is downloaded (or was, by an earlier run, into :func:`user_data_root`)."""
     folder = mnist_folder(root)
     data = _load_raw(folder) or _load_processed(folder)
-    if data is None and download:
-        _download(root)
-        data = _load_raw(mnist_folder(root))
+    failed = ""
+    if data is None and download_missing:
+        try:
+            data = _load_raw(download(root) / "MNIST")
+        except (MissingDataError, OSError) as error:
+            failed = f"; downloading it failed: {error}"
     if data is None:
+        advice = "" if download_missing else ", or pass --download where the internet is reachable"
         raise MissingDataError(
             f"MNIST not found in {folder}/raw (need {', '.join(_RAW_FILES.values())}, "
-            f"optionally .gz); copy the files there, point --data-dir or MNIST_DIR at a folder "
-            f"that has them, or pass --download where the internet is reachable"
+            f"optionally .gz); copy the files there or point --data-dir or MNIST_DIR at a "
+            f"folder that has them{advice}{failed}"
         )
     return data
 

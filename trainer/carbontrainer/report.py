@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from carbonaware.core.workload_report import FIELDS
+
 TERMINATION_LOG = Path("/dev/termination-log")
 TERMINATION_LOG_LIMIT = 4096  # Kubernetes keeps at most 4 KiB of a termination message
 
@@ -16,21 +18,9 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2  # bad flags, missing data, unusable checkpoint, device not available
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM/SIGINT after writing a checkpoint
 
-# Every final line has these keys (null when unknown, e.g. accuracy after a failed start).
-REQUIRED_FIELDS = (
-    "status",
-    "exit_code",
-    "accuracy",
-    "loss",
-    "epochs",
-    "samples",
-    "wall_seconds",
-    "energy_kwh",
-    "energy_method",
-    "device",
-    "checkpoint_path",
-    "resumed",
-)
+# Every final line has these keys (null when unknown, e.g. accuracy after a failed start):
+# the contract its readers parse, defined once in carbonaware/core/workload_report.py.
+REQUIRED_FIELDS = FIELDS
 # Dropped, in this order, if the line would not fit into the termination message.
 _OPTIONAL_BULK = ("energy_notes", "notes", "error")
 

@@ -9,24 +9,17 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 
 import click
 
-from carbonaware.providers.base import ConfigError, Provider
+from carbonaware.cli.numbers import Bounded
+from carbonaware.providers.base import ConfigError
 from carbonaware.providers.registry import PROVIDER_NAMES, ProviderConfig, make_provider
+from carbonaware.source import Source, replay_options
 
-DEMO_TRACE = "demo_trace.csv"
 # pandas warns on every replay clock read that datetime drops its nanoseconds: harmless noise
 warnings.filterwarnings("ignore", "Discarding nonzero nanoseconds", UserWarning)
-
-
-def demo_trace_path() -> Path:
-    """The small synthetic trace the project ships (used when replay gets no --trace)."""
-    return Path(str(resources.files("carbonaware") / "data" / DEMO_TRACE))
 
 
 def provider_options(function: Callable) -> Callable:
@@ -52,7 +45,7 @@ def provider_options(function: Callable) -> Callable:
         ),
         click.option(
             "--speed",
-            type=float,
+            type=Bounded(0, 1_000_000, low_open=True),
             default=1.0,
             show_default=True,
             help="replay: trace seconds per wall-clock second (3600 = one trace hour a second).",
@@ -60,7 +53,9 @@ def provider_options(function: Callable) -> Callable:
         click.option(
             "--start", default=None, help="replay: offset into the trace (36h) or ISO time."
         ),
-        click.option("--value", type=float, default=None, help="static: the constant g/kWh."),
+        click.option(
+            "--value", type=Bounded(0, 5000), default=None, help="static: the constant g/kWh."
+        ),
         click.option("--base-url", default=None, help="Override the provider's API URL."),
         click.option(
             "--token-file",
@@ -74,7 +69,11 @@ def provider_options(function: Callable) -> Callable:
             help="Emission factors (default: the provider's own).",
         ),
         click.option(
-            "--timeout", type=float, default=10.0, show_default=True, help="HTTP timeout (s)."
+            "--timeout",
+            type=Bounded(0, 3600, low_open=True),
+            default=10.0,
+            show_default=True,
+            help="HTTP timeout (s).",
         ),
     ]
 
@@ -90,35 +89,21 @@ def provider_options(function: Callable) -> Callable:
     return wrapper
 
 
-@dataclass
-class Source:
-    """A built provider, the zone it is asked about, and the clock its readings live on."""
-
-    provider: Provider
-    zone: str
-    speed: float  # how much faster than wall time its clock runs (replay), else 1
-
-    def now(self) -> datetime:
-        clock = getattr(self.provider, "now", None)
-        return clock() if callable(clock) else datetime.now(UTC)
-
-
 def build_source(provider_args: dict) -> Source:
     """The provider the options describe; ConfigError (exit 2) on anything wrong."""
     args = {k: v for k, v in provider_args.items() if v is not None}
     name = str(args.get("provider", "")).strip().lower()
-    if name == "replay" and not args.get("trace"):
-        args["trace"] = str(demo_trace_path())
-    if name == "replay" and args.get("trace") and not Path(args["trace"]).is_file():
-        raise ConfigError(f"cannot read trace file {args['trace']}: no such file")
-    args["name"] = args.pop("provider")
-    zone = args.get("zone")
+    zone = args.pop("zone", None)
     if name == "replay":
         # the trace's own zone decides: asking a GB trace for DE is an error, not a relabel
-        args.pop("zone", None)
+        args |= replay_options(args.get("trace"), args.get("speed"), args.get("start"))
+        if not Path(args["trace"]).is_file():
+            raise ConfigError(f"cannot read trace file {args['trace']}: no such file")
+    elif zone:
+        args["zone"] = zone
+    args["name"] = args.pop("provider")
     provider = make_provider(ProviderConfig.from_mapping(args))
     zone = zone or getattr(provider, "zone", None)
     if not zone:
         raise ConfigError(f"provider {name!r} needs --zone (e.g. --zone GB)")
-    speed = float(args.get("speed", 1.0)) if name == "replay" else 1.0
-    return Source(provider, zone, speed)
+    return Source(provider, zone, provider if name == "replay" else None)

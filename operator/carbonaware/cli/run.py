@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import shutil
 import signal
@@ -32,14 +31,16 @@ from pathlib import Path
 
 import click
 
+from carbonaware.cli.numbers import Bounded
 from carbonaware.cli.plot import plot_from_log
 from carbonaware.cli.provider_options import Source, build_source, provider_options
-from carbonaware.core.accounting import CarbonReport, account, energy_from, report_metadata
+from carbonaware.core.accounting import CarbonReport, account, job_energy, report_metadata
 from carbonaware.core.durations import format_duration, parse_duration
 from carbonaware.core.forecast import FORECASTER_HISTORY
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.model import Reading
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
+from carbonaware.core.workload_report import last_report
 from carbonaware.providers.base import NoForecastError, ProviderError
 from carbonaware.providers.history import SeedHistory, seed_history
 
@@ -77,7 +78,7 @@ class RunState:
 @provider_options
 @click.option(
     "--threshold",
-    type=float,
+    type=Bounded(0, 10_000),
     default=300.0,
     show_default=True,
     help="threshold strategy: start at the first reading at or below this gCO2eq/kWh.",
@@ -106,7 +107,7 @@ class RunState:
 )
 @click.option(
     "--power-watts",
-    type=float,
+    type=Bounded(0, 1_000_000),
     default=150.0,
     show_default=True,
     help="Assumed average power (W), used when the command reports no energy (a last stdout "
@@ -114,7 +115,7 @@ class RunState:
 )
 @click.option(
     "--pue",
-    type=float,
+    type=Bounded(1, 3),
     default=1.0,
     show_default=True,
     help="Power usage effectiveness; multiplies measured and estimated (IT) energy alike.",
@@ -143,12 +144,6 @@ def command(
     cmd: Sequence[str],
 ) -> None:
     """Wait for a cleaner grid, then run CMD (default: the MNIST trainer) and account for it."""
-    if threshold < 0:
-        raise click.BadParameter(f"must be >= 0 g/kWh, got {threshold:g}", param_hint="--threshold")
-    if power_watts < 0:
-        raise click.BadParameter(f"must be >= 0, got {power_watts:g}", param_hint="--power-watts")
-    if pue < 1:
-        raise click.BadParameter(f"must be >= 1.0, got {pue:g}", param_hint="--pue")
     settings = PolicySettings(
         Strategy(strategy), threshold, parse_duration(max_delay), parse_duration(expected_duration)
     )
@@ -283,20 +278,17 @@ def _finish(
         log.set("completed_at", state.completed_at)
         log.set("planned_start", None)
         log.set_forecast([])  # it served the start decision; the plot shows what happened
-        result = _trainer_result(state.child_output)
-        reported = result.get("energy_kwh")
-        if not isinstance(reported, int | float) or reported < 0:
-            reported = None
-        energy = energy_from(
-            reported, power_watts, timedelta(seconds=max(state.wall_seconds, 0)), pue,
-            measured_by="the command", reported_method=str(result.get("energy_method", "measured")),
+        result = last_report(state.child_output)
+        energy = job_energy(
+            result, power_watts, pue, timedelta(seconds=max(state.wall_seconds, 0)),
+            measured_by="the command",
         )  # fmt: skip
         report = account(
             energy, [(state.started_at, state.completed_at)], state.submitted_at, log.readings
         )
         log.update(report_metadata(report))
-        if "accuracy" in result:
-            log.set("accuracy", result["accuracy"])
+        if result is not None and result.accuracy is not None:
+            log.set("accuracy", result.accuracy)
         log.set("exit_code", state.returncode)
     log.set("status", "interrupted" if interrupted else "completed")
     Path(log_path).write_text(log.to_csv(), encoding="utf-8")
@@ -398,23 +390,13 @@ def _wait_wall(seconds: float, until_exited: subprocess.Popen | None = None) -> 
 
 def _relay_output(child: subprocess.Popen, state: RunState) -> None:
     """Echo the child's stdout as it comes and keep its last lines (for the result JSON)."""
-    assert child.stdout is not None
+    if child.stdout is None:  # started without a pipe: nothing to relay
+        return
     for line in child.stdout:
         sys.stdout.write(line)
         sys.stdout.flush()
         state.child_output.append(line.rstrip("\n"))
         del state.child_output[:-20]
-
-
-def _trainer_result(lines: list[str]) -> dict:
-    """The JSON object the trainer prints as its last stdout line, if any."""
-    for line in reversed(lines):
-        if line.strip():
-            with contextlib.suppress(ValueError):
-                result = json.loads(line)
-                return result if isinstance(result, dict) else {}
-            return {}
-    return {}
 
 
 def _stop(child: subprocess.Popen, grace_seconds: float) -> None:
@@ -432,11 +414,20 @@ def _stop(child: subprocess.Popen, grace_seconds: float) -> None:
         child.wait()
 
 
+def mnist_dir() -> Path:
+    """Where the default workload finds MNIST: ``MNIST_DIR``, else the user's data folder
+    ``$XDG_CACHE_HOME/carbonaware/mnist`` (``~/.cache/carbonaware/mnist``)."""
+    if os.environ.get("MNIST_DIR"):
+        return Path(os.environ["MNIST_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "carbonaware" / "mnist"
+
+
 def _workload(cmd: list[str]) -> Workload:
     """CMD when given; else the MNIST trainer when installed with data; else a stand-in."""
     if cmd:
         return Workload(cmd, " ".join(cmd))
-    mnist = Path(os.environ.get("MNIST_DIR", Path.cwd().parent / "shared" / "data" / "mnist"))
+    mnist = mnist_dir()
     trainer = shutil.which("carbon-trainer") or str(Path(sys.executable).parent / "carbon-trainer")
     has_trainer = importlib.util.find_spec("carbontrainer") is not None and Path(trainer).exists()
     if has_trainer and (mnist / "MNIST" / "raw").is_dir():
@@ -445,7 +436,12 @@ def _workload(cmd: list[str]) -> Workload:
                 "--batch-size", "64", "--data-dir", str(mnist), "--output-dir", str(out / "out"),
                 "--checkpoint-dir", str(out / "checkpoints")]  # fmt: skip
         return Workload(argv, f"MNIST trainer (1 epoch, 10,000 samples, data {mnist})")
-    why = "the trainer is not installed" if not has_trainer else f"no MNIST data in {mnist}"
+    why = (
+        "the trainer is not installed"
+        if not has_trainer
+        else f"no MNIST data in {mnist}: set MNIST_DIR, or fetch it there with "
+        f"carbon-trainer --download --data-dir {mnist} --epochs 1 --max-samples 64"
+    )
     argv = [
         sys.executable,
         "-c",
@@ -454,7 +450,7 @@ def _workload(cmd: list[str]) -> Workload:
     ]
     return Workload(
         argv,
-        f"STAND-IN ({why}; set MNIST_DIR or pass a command after --): a {STAND_IN_SECONDS}s sleep",
+        f"STAND-IN ({why}; or pass a command after --): a {STAND_IN_SECONDS}s sleep",
     )
 
 

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from carbonaware.core.durations import format_duration
 from carbonaware.core.model import Reading, utc
+from carbonaware.core.workload_report import UNLABELLED, WorkloadReport, is_measured
 
 DEFAULT_MAX_GAP = timedelta(hours=2)
 Segment = tuple[datetime, datetime]
@@ -33,8 +34,14 @@ Segment = tuple[datetime, datetime]
 @dataclass(frozen=True)
 class Energy:
     kwh: float
-    method: str  # "measured" | "estimated"
+    # "estimated" (assumed power × time), or the workload's label, e.g. "measured:rapl-package"
+    method: str
     detail: str
+
+    @property
+    def measured(self) -> bool:
+        """Every part of the figure was metered (none estimated or assumed)."""
+        return is_measured(self.method)
 
 
 @dataclass(frozen=True)
@@ -69,31 +76,58 @@ def estimate_energy(power_watts: float, duration: timedelta, pue: float = 1.0) -
 
 
 def energy_from(
-    measured_kwh: float | None,
+    reported_kwh: float | None,
     power_watts: float,
     duration: timedelta,
     pue: float = 1.0,
     measured_by: str = "the workload",
-    reported_method: str = "measured",
+    label: str | None = None,
 ) -> Energy:
     """The workload's reported IT energy × PUE when it reported one, else our estimate.
 
-    ``reported_method`` is the workload's own label (the trainer says e.g.
-    ``measured:rapl-package`` or ``estimated:cpu-time×10W/core``, parts joined by ``+``): the
-    energy counts as measured only when every part was measured.
+    ``label`` is the workload's own (core/workload_report.py): the trainer says e.g.
+    ``measured:rapl-package`` or ``estimated:cpu-time×10W/core``, parts joined by ``+``. It
+    is kept as the energy's method; a figure without one is ``unlabelled`` (an estimate).
     """
-    if measured_kwh is None:
+    if reported_kwh is None:
         return estimate_energy(power_watts, duration, pue)
     _check_pue(pue)
-    if measured_kwh < 0:
-        raise ValueError(f"measured energy must be >= 0 kWh, got {measured_kwh}")
-    parts = [p.strip().lower() for p in reported_method.split("+") if p.strip()]
-    method = "measured" if parts and all(p.startswith("measured") for p in parts) else "estimated"
-    detail = (
-        f"{method} by {measured_by} ({reported_method}): {measured_kwh:.4g} kWh IT energy "
-        f"× PUE {pue:g}"
+    if not reported_kwh >= 0:
+        raise ValueError(f"reported energy must be >= 0 kWh, got {reported_kwh}")
+    method = label or UNLABELLED
+    kind = "measured" if is_measured(method) else "estimated"
+    detail = f"{kind} by {measured_by} ({method}): {reported_kwh:.4g} kWh IT energy × PUE {pue:g}"
+    return Energy(reported_kwh * pue, method, detail)
+
+
+def job_energy(
+    report: WorkloadReport | None,
+    power_watts: float,
+    pue: float,
+    ran: timedelta,
+    resumed: bool = False,
+    measured_by: str = "the trainer",
+) -> Energy:
+    """A finished job's energy: the workload's own report (its label kept), else the assumed
+    power over the time it ran.
+
+    ``ran`` is the job's run time as the operator saw it (wall time). The report's own
+    ``wall_seconds`` wins where it covers the whole run; a resumed job's report covers only
+    its last pod (the earlier pods' reports went with them), so then neither its figures nor
+    its time count (``resumed``).
+    """
+    own = None if resumed else report
+    run_time = ran
+    if own is not None and own.wall_seconds is not None:
+        run_time = timedelta(seconds=own.wall_seconds)
+    return energy_from(
+        own.energy_kwh if own is not None else None,
+        power_watts,
+        run_time,
+        pue,
+        measured_by=measured_by,
+        label=own.energy_label if own is not None else None,
     )
-    return Energy(measured_kwh * pue, method, detail)
 
 
 def emissions_over(

@@ -20,13 +20,15 @@ once; a 1-D row is one job.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 
-from carbonaware.core.model import Reading
+from carbonaware.core.model import Reading, utc
 
 DEFAULT_HYSTERESIS = 0.05  # keep running while within 5 % of the forecast's range of the cutoff
 
@@ -137,3 +139,52 @@ def remaining_steps(expected: timedelta, ran: timedelta, step: timedelta) -> int
     """Work left in whole steps (rounded up). At least one: a job whose estimate has run out
     but that has not finished still has work left, and must not be paused for it."""
     return max(1, math.ceil((expected - ran) / step))
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One decision of an interruptible job: run or pause now, and why."""
+
+    run: bool
+    why: str
+    forced: bool  # it must run now to finish in time
+    reading_time: datetime | None  # the reading it rests on (None: no reading yet)
+
+
+def plan_step(
+    *,
+    now: datetime,
+    latest_finish: datetime,
+    expected: timedelta,
+    ran: timedelta,
+    actual: Sequence[Reading],
+    forecast: Sequence[Reading],
+    running: bool,
+    own_forecast: bool = False,
+) -> PlanStep:
+    """:func:`should_run` on a job's readings: ``actual`` up to ``now``, ``forecast`` after
+    it (the provider's, or the own forecaster's when ``own_forecast``), ``ran`` the time it
+    has run so far, ``latest_finish`` when it must be done."""
+    gaps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(forecast)]
+    step = min([g for g in gaps if g > timedelta(0)], default=timedelta(hours=1))
+    work = remaining_steps(expected, ran, step)
+    steps_left = max(1, -(-(latest_finish - now) // step))
+    if not actual:
+        run = work >= steps_left  # nothing to compare: run only when there is no slack
+        why = f"no reading yet; {work} step(s) of work, {steps_left} step(s) left"
+        return PlanStep(run, why, run, None)
+    values = forecast_from_now(actual[-1].intensity, list(forecast), now, latest_finish, step)
+    run = should_run(values, work, running)
+    finish = utc(latest_finish).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    where = (
+        f"{actual[-1].intensity:.0f} g/kWh now; {work} step(s) of {step} of work left in "
+        f"{len(values)} step(s) before {finish}"
+    )
+    if own_forecast:
+        where += " (forecast from own forecaster: the provider has none)"
+    why = (
+        f"run: {where}, and this step is in the cleanest plan"
+        if run
+        else f"pause: {where}, and cleaner steps ahead hold all of it"
+    )
+    return PlanStep(run, why, work >= len(values), actual[-1].timestamp)

@@ -12,11 +12,10 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from carbonaware import __version__
 from carbonaware.core.model import utc
-from carbonaware.kube.models import CarbonAwareJobSpec, TrainerResult
+from carbonaware.core.workload_report import WorkloadReport, parse_report
+from carbonaware.kube.models import CarbonAwareJobSpec, TrainerResult, TrainerSpec
 from carbonaware.kube.pod_placement import placed_job
 
 GROUP = "carbonaware.io"
@@ -133,9 +132,7 @@ def _workload_labels(name: str, user_labels: dict[str, str] | None) -> dict[str,
     }
 
 
-def _trainer_args(spec: CarbonAwareJobSpec) -> list[str]:
-    trainer = spec.trainer
-    assert trainer is not None
+def _trainer_args(trainer: TrainerSpec) -> list[str]:
     # carbon-trainer writes its JSON result to /dev/termination-log itself.
     args = [
         "--epochs",
@@ -156,9 +153,7 @@ def _trainer_args(spec: CarbonAwareJobSpec) -> list[str]:
     return args
 
 
-def _trainer_pod_spec(spec: CarbonAwareJobSpec, default_image: str) -> dict[str, Any]:
-    trainer = spec.trainer
-    assert trainer is not None
+def _trainer_pod_spec(trainer: TrainerSpec, default_image: str) -> dict[str, Any]:
     mounts = [
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "work", "mountPath": "/work"},  # checkpoints and outputs
@@ -193,7 +188,7 @@ def _trainer_pod_spec(spec: CarbonAwareJobSpec, default_image: str) -> dict[str,
         "image": trainer.image or default_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["carbon-trainer"],
-        "args": _trainer_args(spec),
+        "args": _trainer_args(trainer),
         "env": [
             {"name": "HOME", "value": "/tmp"},
             {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
@@ -253,15 +248,16 @@ def build_job_spec(
         pod_meta = job_spec["template"].setdefault("metadata", {})
         pod_meta["labels"] = _workload_labels(name, pod_meta.get("labels"))
         job_spec["template"]["spec"].setdefault("restartPolicy", "Never")
-    else:
-        assert spec.trainer is not None
+    elif spec.trainer is not None:
         job_spec = {
             "backoffLimit": spec.trainer.backoff_limit,
             "template": {
                 "metadata": {"labels": labels},
-                "spec": _trainer_pod_spec(spec, default_trainer_image),
+                "spec": _trainer_pod_spec(spec.trainer, default_trainer_image),
             },
         }
+    else:  # parse_spec refuses such a spec; never build a Job without a workload
+        raise ValueError("the spec has neither trainer nor jobTemplate")
     if suspend is not None:
         job_spec["suspend"] = suspend
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
@@ -296,11 +292,31 @@ def segment_spans(
     """The segments as (start, end) times, an open one ending ``now``."""
     spans = []
     for segment in segments or []:
-        start = parse_time(segment["start"])
-        assert start is not None
+        start = parse_time(segment.get("start"))
+        if start is None:  # not ours (edited by hand): nothing to count
+            continue
         end = parse_time(segment.get("end")) or max(now, start)
         spans.append((start, end))
     return spans
+
+
+def build_log_metadata(spec: CarbonAwareJobSpec, status: dict[str, Any]) -> dict[str, Any]:
+    """The job's side of the log's metadata (plotting.py reads these keys)."""
+    segments = status.get("segments") or []
+    return {
+        "zone": spec.zone,
+        "strategy": spec.strategy,
+        "threshold": f"{spec.threshold_grams_per_kwh:g}",
+        "submitted_at": status.get("submittedAt"),
+        "deadline": status.get("deadline"),
+        "started_at": status.get("startedAt"),
+        "completed_at": status.get("completedAt"),
+        "status": status.get("phase"),
+        "clock": status.get("clock"),
+        # An interruptible job's stretches of running, "start/end;start/end" (an open one
+        # has no end yet): the plot shades these, not one run across the pauses.
+        "run_segments": ";".join(f"{s['start']}/{s.get('end') or ''}" for s in segments) or None,
+    }
 
 
 def build_log_configmap(
@@ -439,17 +455,19 @@ def termination_message(pods: list[dict[str, Any]]) -> str | None:
     return max(found)[1] if found else None
 
 
-def parse_trainer_result(message: str | None) -> TrainerResult | None:
-    """The trainer's JSON result, or None if the message is missing or not that JSON."""
-    if not message:
-        return None
-    try:
-        raw = json.loads(message)
-    except ValueError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return TrainerResult.model_validate(raw)
-    except ValidationError:
-        return None
+def parse_trainer_result(message: str | None) -> WorkloadReport | None:
+    """The trainer's final report (core/workload_report.py), or None if the message is
+    missing or not that JSON."""
+    return parse_report(message)
+
+
+def build_trainer_status(report: WorkloadReport) -> dict[str, Any]:
+    """``status.trainer``: what the trainer reported, its energy label kept as it wrote it."""
+    return TrainerResult(
+        accuracy=report.accuracy,
+        epochs=report.epochs,
+        duration_seconds=report.wall_seconds,
+        device=report.device,
+        energy_kwh=report.energy_kwh,
+        energy_method=report.energy_label,
+    ).model_dump(by_alias=True, exclude_none=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from carbonaware.core.durations import DurationError, parse_duration
@@ -41,7 +41,11 @@ class SpecError(ValueError):
 
 class _Camel(BaseModel):
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+        allow_inf_nan=False,
     )
 
 
@@ -205,30 +209,21 @@ class Segment(_Camel):
 
 
 class TrainerResult(_Camel):
-    """What the trainer reports in its termination message (JSON). Unknown keys are ignored."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
-    )
+    """``status.trainer``: the trainer's final report (core/workload_report.py) as stored."""
 
     accuracy: float | None = None
     epochs: int | None = None
-    # carbon-trainer says wall_seconds; status says durationSeconds.
-    duration_seconds: float | None = Field(
-        default=None,
-        validation_alias=AliasChoices("durationSeconds", "duration_seconds", "wall_seconds"),
-    )
+    duration_seconds: float | None = None  # the report's wall_seconds
     device: str | None = None
-    energy_kwh: float | None = Field(
-        default=None,
-        validation_alias=AliasChoices("energyKWh", "energy_kwh"),
-        serialization_alias="energyKWh",
-    )
-    energy_method: str | None = None  # "measured" only when the trainer metered it
+    energy_kwh: float | None = Field(default=None, alias="energyKWh")
+    # The trainer's label as it wrote it, e.g. "measured:rapl-package" (see workload_report).
+    energy_method: str | None = None
 
 
 class CarbonAwareJobStatus(_Camel):
-    """The status the operator writes; every field optional so a partial status parses."""
+    """The status the operator writes (kube/status.build_status puts every write through it);
+    every field optional so a partial status parses. A field the model does not know is not
+    written (add it here first)."""
 
     phase: Phase | None = None
     message: str | None = None

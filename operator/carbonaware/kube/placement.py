@@ -1,6 +1,7 @@
 """Where and when, in the operator: ``spec.placements`` wired to :mod:`core.placement`.
 
-Kept out of handlers.py, which calls it from a few marked places (``# placement:``):
+Kept out of the reconcile pass (kube/reconcile.py, kube/finishing.py), which calls it from
+a few marked places (``# placement:``):
 
 - :func:`decide` (from ``Tick._decide``): every candidate zone's readings, through the
   operator's shared provider cache (one provider request per zone per cache interval, however
@@ -13,7 +14,7 @@ Kept out of handlers.py, which calls it from a few marked places (``# placement:
   (a fallback Job gets its own name).
 - :func:`follow` (from ``Tick._spec_and_source``): once the Job runs in a placement, the
   job's polls (and so its accounting) read that placement's zone.
-- :func:`check_capacity` (from ``Tick._follow_job``): a placement whose pods stay
+- :func:`check_capacity` (from ``Finishing._follow_job``): a placement whose pods stay
   unschedulable (``PodScheduled=False``, reason ``Unschedulable``) for the grace period
   (``CARBONAWARE_PLACEMENT_GRACE``, default 5m) is given up: its Job is suspended (its pods
   deleted; the suspended Job stays, owned by the CarbonAwareJob, and goes with it), and the
@@ -30,23 +31,25 @@ import contextlib
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from carbonaware.core.forecast import FORECASTER_HISTORY
 from carbonaware.core.placement import Placement, PlacementDecision, ZoneReadings, decide_placement
 from carbonaware.core.policy import Decision, PolicySettings, Strategy
 from carbonaware.kube.builders import job_name, parse_time
 from carbonaware.kube.models import CarbonAwareJobSpec
+from carbonaware.kube.polling import HISTORY_TTL_SECONDS
+from carbonaware.kube.sources import build_source
 from carbonaware.providers.base import ProviderError
+from carbonaware.source import Source
 
 if TYPE_CHECKING:
     from carbonaware.core.intensity_log import IntensityLog
-    from carbonaware.kube.handlers import JobSource, Tick
+    from carbonaware.kube.reconcile import Tick
 
 
-def sources(tick: Tick, spec: CarbonAwareJobSpec, default: JobSource) -> list[JobSource]:
-    """One JobSource per placement: the job's own, or one for the placement's provider
+def sources(tick: Tick, spec: CarbonAwareJobSpec, default: Source) -> list[Source]:
+    """One Source per placement: the job's own, or one for the placement's provider
     (shared between jobs through the operator's SharedSources, as the job's own is; a
     SpecError, e.g. a missing Secret, fails the job)."""
-    from carbonaware.kube.handlers import build_source
-
     built = []
     for placement in spec.candidates():
         if placement.provider is None:
@@ -60,21 +63,18 @@ def sources(tick: Tick, spec: CarbonAwareJobSpec, default: JobSource) -> list[Jo
     return built
 
 
-def _readings(tick: Tick, source: JobSource, zone: str, forecast: bool) -> ZoneReadings:
+def _readings(tick: Tick, source: Source, zone: str, forecast: bool) -> ZoneReadings:
     """A zone's readings from the shared cache: its history and latest reading (and its
     forecast for the forecast strategy). None of it: the zone is left out, and says so."""
-    from carbonaware.kube.handlers import FORECASTER_HISTORY, HISTORY_TTL_SECONDS
-
     cache = tick.rt.cache
     try:
         latest = cache.latest(source.provider, zone)
     except ProviderError:
         return ZoneReadings([])
-    history: list = []
-    with contextlib.suppress(ProviderError):
-        history = cache.history(
-            source.provider, zone, FORECASTER_HISTORY, ttl_seconds=HISTORY_TTL_SECONDS
-        )
+    # as much history as the plan gives (two weeks, the last day, none), shared per zone
+    history = cache.seed_history(
+        source.provider, zone, FORECASTER_HISTORY, HISTORY_TTL_SECONDS
+    ).readings
     ahead: list = []
     if forecast:
         with contextlib.suppress(ProviderError):
@@ -93,7 +93,8 @@ def decide(
 ) -> Decision:
     """The best (placement, start) now; writes status ``placement`` (the choice and why)."""
     memory = tick.mem
-    assert memory.placement_sources is not None  # follow() built them
+    if memory.placement_sources is None:  # follow() builds them before any decision
+        raise RuntimeError("placement.decide called before placement.follow")
     candidates = spec.candidates()
     # after a fallback the log holds the given-up zone's readings too: the default's only
     default_readings = [r for r in default_readings if r.zone == candidates[0].zone]
@@ -159,7 +160,8 @@ def follow(tick: Tick, spec: CarbonAwareJobSpec) -> CarbonAwareJobSpec:
         return spec
     memory = tick.mem
     if memory.placement_sources is None:
-        assert memory.source is not None
+        if memory.source is None:
+            raise RuntimeError("placement.follow needs the job's own source first")
         memory.placement_sources = sources(tick, spec, memory.source)
     index = int(_status(tick).get("index") or 0) if tick.desired.get("jobName") else 0
     memory.source = memory.placement_sources[index]

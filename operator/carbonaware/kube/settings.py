@@ -11,8 +11,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from importlib import resources
-from pathlib import Path
 
 from carbonaware.core.durations import DurationError, parse_duration
 from carbonaware.core.intensity_log import DEFAULT_BUDGET_BYTES
@@ -22,11 +20,6 @@ PREFIX = "CARBONAWARE_"
 
 class SettingsError(ValueError):
     """A bad operator setting; the message names the variable."""
-
-
-def bundled_trace() -> Path:
-    """The demo trace shipped inside the package (the quick start replays it)."""
-    return Path(str(resources.files("carbonaware") / "data" / "demo_trace.csv"))
 
 
 @dataclass(frozen=True)
@@ -57,10 +50,6 @@ class OperatorSettings:
     # Seconds between retries of a failing Kubernetes API request (kopf's watches, patches,
     # Events); the last one repeats until the apiserver answers again.
     api_backoffs: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 60)
-
-    @property
-    def trace(self) -> str:
-        return self.default_trace or str(bundled_trace())
 
 
 def _duration(env: Mapping[str, str], key: str, default: timedelta) -> timedelta:

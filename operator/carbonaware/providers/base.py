@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
+# The project-wide user error lives in core; providers raise it, callers import it here too.
+from carbonaware.core.errors import ConfigError as ConfigError
 from carbonaware.core.model import Reading
 
 # What ``history`` returns unless asked for more: the last day, every API's basic window.
@@ -72,10 +74,6 @@ class ZoneNotInPlanError(NotInPlanError, UnknownZoneError):
     """The plan does not cover the zone's current readings at all: the zone is unusable
     with this account, so consumers refuse it as they refuse an unknown zone (the operator
     fails the job at once, the CLI exits 2), with the plan named as the limit."""
-
-
-class ConfigError(ValueError):
-    """Bad provider configuration (unknown provider name, missing token, unreadable trace)."""
 
 
 @runtime_checkable
