@@ -72,11 +72,13 @@ def _no_plot_policy(name: str, namespace: str) -> tuple[dict, dict]:
 
 
 def _energy_counted(port: int) -> float:
+    """kWh in carbonaware_energy_joules_total, over every namespace and zone."""
+    total = 0.0
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         for line in response.read().decode().splitlines():
-            if line.startswith("carbonaware_energy_kwh_total "):
-                return float(line.split()[1])
-    return 0.0
+            if line.startswith("carbonaware_energy_joules_total{"):
+                total += float(line.split()[-1])
+    return total / 3.6e6
 
 
 def test_a_failed_log_write_does_not_count_the_finished_job_twice(

@@ -111,7 +111,6 @@ class Finishing:
         )
         if report.saved_percent is not None:
             self.desired["savedPercent"] = round(report.saved_percent, 2)
-        self.finished_figures = (energy.kwh, report.emissions.grams, report.saved_grams)
 
     def _summary(self, outcome: str) -> str:
         parts = [f"Job {self.desired.get('jobName')} {outcome}"]

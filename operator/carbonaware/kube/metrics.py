@@ -128,12 +128,6 @@ def set_phase(uid: str, phase: str | None) -> None:
         JOBS.labels(phase=p).set(count)
 
 
-def record_finished(energy_kwh: float, emissions_g: float, saved_g: float) -> None:
-    """Superseded by ``observe_job`` (which has the job's namespace and zone); kept so the
-    handlers' existing call stays valid until it is removed. Counts nothing: counting here
-    too would count each job twice."""
-
-
 # --- per-job counters from the status the operator published ---------------------------
 
 

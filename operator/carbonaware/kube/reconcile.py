@@ -32,7 +32,7 @@ from kubernetes.client.exceptions import ApiException
 
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
-from carbonaware.kube import builders, metrics, placement
+from carbonaware.kube import builders, placement
 from carbonaware.kube.api import ForeignJobError, api_reason
 from carbonaware.kube.builders import iso, parse_time
 from carbonaware.kube.finishing import Finishing
@@ -77,7 +77,6 @@ class Tick(LogStore, Polling, Finishing, Pausing):
         self.log: IntensityLog | None = None  # saved by finish()
         self.render_plot = False  # the job finished: finish() saves the log with its plot
         # energy kWh, emissions g, saved g of a finished job: counted by finish()
-        self.finished_figures: tuple[float, float, float] | None = None
         self.events: list[tuple[str, str, bool]] = []
 
     # -- events: the transitions a person watches for ----------------------------------
@@ -92,16 +91,14 @@ class Tick(LogStore, Polling, Finishing, Pausing):
 
     def finish(self) -> None:
         """The bookkeeping after run(), off the urgent lane: write the log ConfigMap if it
-        changed (with the plot once the job finished), then count a finished job's figures,
-        once per job: a failed write retries the whole tick, which must not count them again."""
+        changed (with the plot once the job finished). A failed write retries the whole tick,
+        before the finished status is written: the per-job metrics, counted from the published
+        status (kube/metrics.observe_job), count a finished job once, after its log."""
         if self.log is None:
             return
         self._save_log(
             self.log, plot=render_plot_png(self.log, self.logger) if self.render_plot else None
         )
-        if self.finished_figures is not None and not self.mem.finished_counted:
-            metrics.record_finished(*self.finished_figures)
-            self.mem.finished_counted = True
 
     def run(self) -> dict[str, Any] | None:
         phase = self.current.get("phase")

@@ -68,5 +68,4 @@ class JobMemory:
     rings_seen: int = 0
     seen_version: str | None = None
     patched: bool = False
-    finished_counted: bool = False  # the finished-job metrics were recorded
     placement_sources: list[Source] | None = None  # placement: one per spec.placements
