@@ -15,6 +15,7 @@ from datetime import timedelta
 from carbonaware.core.durations import DurationError, parse_duration
 from carbonaware.core.intensity_log import DEFAULT_BUDGET_BYTES
 from carbonaware.core.pod_energy import CCF_MEMORY_W_PER_GB, CoreWatts
+from carbonaware.kube.prom_energy import DCGM_QUERY, KEPLER_QUERY
 
 PREFIX = "CARBONAWARE_"
 
@@ -60,8 +61,8 @@ class OperatorSettings:
     # Secret through secretKeyRef (CARBONAWARE_PROMETHEUS_TOKEN), never from a job.
     prometheus_url: str = ""
     prometheus_token: str = field(default="", repr=False)
-    kepler_query: str = "kepler_container_joules_total"
-    dcgm_query: str = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
+    kepler_query: str = KEPLER_QUERY  # PromQL templates, see kube/prom_energy.py
+    dcgm_query: str = DCGM_QUERY
 
 
 def _duration(env: Mapping[str, str], key: str, default: timedelta) -> timedelta:
