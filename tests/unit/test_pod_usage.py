@@ -71,3 +71,34 @@ def test_a_restarted_container_counts_both_its_lives_and_an_older_sample_never_w
 def test_cpu_quantities():
     assert cpu_cores("500m") == 0.5 and cpu_cores("2") == 2.0 and cpu_cores(1.5) == 1.5
     assert cpu_cores(None) == 0.0 and cpu_cores("lots") == 0.0
+
+
+def test_the_operator_uses_the_pods_cpu_time_unless_the_workload_reported_its_energy():
+    from datetime import timedelta
+
+    from carbonaware.core.pod_energy import JOULES_PER_KWH, kubelet_figure, model_for
+    from carbonaware.core.workload_report import WorkloadReport
+    from carbonaware.kube.job_energy import job_energy
+    from carbonaware.kube.settings import OperatorSettings
+
+    tracker = UsageTracker()
+    tracker.record(
+        [pod("uid-0", "burn-0-abcde", end="2026-12-07T21:00:25Z")],
+        parse_summary(SUMMARY, "ml", {"uid-0"}),
+    )
+    settings = OperatorSettings(kubelet_cpu=True, cpu_model="Intel Xeon Platinum 8175M (Skylake)")
+    args = dict(resumed=False, power_watts=150.0, pue=1.2, ran=timedelta(seconds=25))
+    energy, choice = job_energy(settings, tracker, "ml", None, **args)
+    expected = kubelet_figure(tracker.usages(), model_for(settings.cpu_model))
+    assert energy.method == expected.label and not energy.measured
+    assert energy.method.startswith("estimated:kubelet-cpu (1 pod, 8.5 core-s) × ccf:skylake")
+    assert energy.kwh == pytest.approx(expected.kwh * 1.2)
+    assert energy.kwh < 150 * 25 * 1.2 / JOULES_PER_KWH  # far below the assumed 150 W
+    assert choice.split == ((expected.label, expected.kwh),)
+
+    report = WorkloadReport(energy_kwh=0.01, energy_method="measured:rapl-package")
+    energy, choice = job_energy(settings, tracker, "ml", report, **args)
+    assert (energy.method, choice) == ("measured:rapl-package", None)
+
+    energy, choice = job_energy(settings, UsageTracker(), "ml", None, **args)
+    assert energy.method == "estimated" and "150 W assumed" in energy.detail and choice is None

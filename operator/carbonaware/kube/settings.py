@@ -53,7 +53,7 @@ class OperatorSettings:
     # Energy of any workload (core/pod_energy.py, docs/accounting.md). The kubelet's CPU time
     # of the Job's pods × the power model for ``cpu_model`` (CCF's figures; overrides by
     # family "skylake=0.65:4.26,default=1:5", W per core idle:busy).
-    kubelet_cpu: bool = True
+    kubelet_cpu: bool = False  # needs manifests/rbac-kubelet-stats.yaml: read its warning
     cpu_model: str = ""
     core_watts: tuple[tuple[str, CoreWatts], ...] = ()
     memory_w_per_gb: float = CCF_MEMORY_W_PER_GB
