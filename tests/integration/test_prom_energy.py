@@ -29,6 +29,8 @@ from faultkit import free_port
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 pytestmark = [pytest.mark.integration]
+REPO = Path(__file__).resolve().parents[2]
+PROMETHEUS_UNAVAILABLE = 3  # hack/prometheus.sh: cannot install here
 NS = "ml"
 TICK_S = 0.05
 SEGMENT_S = 4.0
@@ -125,6 +127,21 @@ class Prometheus:
             self.process.kill()
             self.process.wait()
         self.log.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus_bin() -> str:
+    """Debian's prometheus, installed by hack/prometheus.sh where missing. (h27's
+    tests/plugins/tool_fixtures.py has the same fixture; once both are merged, this one can go.)
+    """
+    result = subprocess.run(
+        ["bash", str(REPO / "hack" / "prometheus.sh")], stdout=subprocess.PIPE, text=True
+    )
+    if result.returncode == PROMETHEUS_UNAVAILABLE:
+        pytest.skip("prometheus unavailable: hack/prometheus.sh could not install it here")
+    if result.returncode != 0:
+        pytest.fail(f"hack/prometheus.sh failed (exit {result.returncode})", pytrace=False)
+    return str(Path(result.stdout.strip().splitlines()[-1]) / "prometheus")
 
 
 @pytest.fixture
