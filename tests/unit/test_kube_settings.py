@@ -54,6 +54,10 @@ def test_namespaces_and_durations() -> None:
         ({"CARBONAWARE_API_BACKOFFS": "1,two"}, "CARBONAWARE_API_BACKOFFS"),
         ({"CARBONAWARE_API_BACKOFFS": "1,0"}, "between 0 and 3600"),
         ({"CARBONAWARE_FOLLOW_GRID": "sometimes"}, "CARBONAWARE_FOLLOW_GRID: expected true"),
+        ({"CARBONAWARE_CORE_WATTS": "skylake=4:1"}, "CARBONAWARE_CORE_WATTS: expected"),
+        ({"CARBONAWARE_CORE_WATTS": "skylake"}, "CARBONAWARE_CORE_WATTS: expected"),
+        ({"CARBONAWARE_MEMORY_W_PER_GB": "-1"}, "CARBONAWARE_MEMORY_W_PER_GB"),
+        ({"CARBONAWARE_PROMETHEUS_URL": "prom:9090"}, "must be an http"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict, needle: str) -> None:
@@ -76,3 +80,19 @@ def test_api_backoffs_never_run_out() -> None:
     assert list(itertools.islice(backoffs, 5)) == [0.5, 2.0, 2.0, 2.0, 2.0]
     assert list(itertools.islice(backoffs, 2)) == [0.5, 2.0]  # each request starts afresh
     assert load_settings({}).api_backoffs[-1] == 60
+
+
+def test_power_model_overrides_and_prometheus_settings_parse_and_the_token_is_not_printed() -> None:
+    settings = load_settings(
+        {
+            "CARBONAWARE_CORE_WATTS": "Skylake=1:5, default=0.5:2",
+            "CARBONAWARE_PROMETHEUS_URL": "http://prometheus:9090/",
+            "CARBONAWARE_PROMETHEUS_TOKEN": "s3cret-token",
+        }
+    )
+    watts = dict(settings.core_watts)
+    assert (watts["skylake"].idle, watts["skylake"].busy) == (1.0, 5.0)
+    assert watts["default"].busy == 2.0
+    assert settings.prometheus_url == "http://prometheus:9090"
+    assert "kepler_container_joules_total" in settings.kepler_query
+    assert "s3cret-token" not in repr(settings)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+from kubernetes.client.exceptions import ApiException
+
 from carbonaware.core import accounting
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.workload_report import WorkloadReport
-from carbonaware.kube import builders, placement
+from carbonaware.kube import builders, job_energy, placement
 from carbonaware.kube.builders import iso, parse_time
 from carbonaware.kube.models import (
     CarbonAwareJobSpec,
@@ -33,6 +35,7 @@ class Finishing:
             self._fail("JobDeleted", f"the Job {name} was deleted before it finished")
             return
         outcome, why = builders.job_outcome(job)
+        self._sample_pods(name)  # energy (issue #22): while the pods run and at their end
         if outcome == "running":
             if placement.check_capacity(self, spec, job):  # placement: capacity fallback
                 return
@@ -87,13 +90,22 @@ class Finishing:
             ran = source.to_wall(sum((b - a for a, b in spans), timedelta(0)))
         else:
             ran = completed_wall - (started_wall or completed_wall)
-        energy = accounting.job_energy(
+        # Energy (issue #22): the best source the Job's pods give, else spec.power × time.
+        energy, choice = job_energy.job_energy(
+            self.rt.settings,
+            self.mem.pod_usage,
+            self.namespace,
             result,
-            spec.power.watts,
-            spec.power.pue,
-            ran,
             resumed=spec.interruptible and len(spans) > 1,
+            power_watts=spec.power.watts,
+            pue=spec.power.pue,
+            ran=ran,
         )
+        if choice is not None:
+            self.desired["energySources"] = [
+                {"source": label, "energyKWh": round(kwh * spec.power.pue, 9)}
+                for label, kwh in choice.split
+            ]
         try:
             report = accounting.account(energy, spans, submitted, log.readings)
         except ValueError as exc:
@@ -111,6 +123,16 @@ class Finishing:
         )
         if report.saved_percent is not None:
             self.desired["savedPercent"] = round(report.saved_percent, 2)
+
+    def _sample_pods(self, job_name: str) -> None:
+        """Energy (issue #22): the Job's pods and their CPU time now (kube/job_energy.py); a
+        failure costs this sample only, never the tick."""
+        try:
+            job_energy.sample(
+                self.rt.kube, self.rt.settings, self.mem.pod_usage, self.namespace, job_name
+            )
+        except ApiException as exc:
+            self.logger.warning(f"pods of {job_name} not sampled: HTTP {exc.status}")
 
     def _summary(self, outcome: str) -> str:
         parts = [f"Job {self.desired.get('jobName')} {outcome}"]

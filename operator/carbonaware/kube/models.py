@@ -220,6 +220,13 @@ class TrainerResult(_Camel):
     energy_method: str | None = None
 
 
+class EnergySource(_Camel):
+    """One source's share of a job's energy (kube/job_energy.py), e.g. measured:dcgm."""
+
+    source: str
+    energy_kwh: float = Field(alias="energyKWh")
+
+
 class CarbonAwareJobStatus(_Camel):
     """The status the operator writes (kube/status.build_status puts every write through it);
     every field optional so a partial status parses. A field the model does not know is not
@@ -246,6 +253,7 @@ class CarbonAwareJobStatus(_Camel):
     log_config_map: str | None = Field(default=None, alias="logConfigMap")
     energy_kwh: float | None = Field(default=None, alias="energyKWh")
     energy_method: str | None = None
+    energy_sources: tuple[EnergySource, ...] | None = None
     emissions_grams: float | None = None
     baseline_emissions_grams: float | None = None
     saved_grams: float | None = None

@@ -13,6 +13,7 @@ from typing import Any
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.kube.api import KubeApi
 from carbonaware.kube.models import CarbonAwareJobSpec
+from carbonaware.kube.pod_usage import UsageTracker
 from carbonaware.kube.settings import OperatorSettings
 from carbonaware.kube.sources import SharedSources
 from carbonaware.kube.wakeups import StartWave, UrgentFirstExecutor, ZoneBells
@@ -69,3 +70,5 @@ class JobMemory:
     seen_version: str | None = None
     patched: bool = False
     placement_sources: list[Source] | None = None  # placement: one per spec.placements
+    # Energy (issue #22, kube/job_energy.py): the Job's pods and their last CPU-time samples.
+    pod_usage: UsageTracker = field(default_factory=UsageTracker)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from carbonaware.core.durations import DurationError, parse_duration
 from carbonaware.core.intensity_log import DEFAULT_BUDGET_BYTES
+from carbonaware.core.pod_energy import CCF_MEMORY_W_PER_GB, CoreWatts
+from carbonaware.kube.prom_energy import DCGM_QUERY, KEPLER_QUERY
 
 PREFIX = "CARBONAWARE_"
 
@@ -50,6 +52,20 @@ class OperatorSettings:
     # Seconds between retries of a failing Kubernetes API request (kopf's watches, patches,
     # Events); the last one repeats until the apiserver answers again.
     api_backoffs: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 60)
+
+    # Energy of any workload (core/pod_energy.py, docs/accounting.md). The kubelet's CPU time
+    # of the Job's pods × the power model for ``cpu_model`` (CCF's figures; overrides by
+    # family "skylake=0.65:4.26,default=1:5", W per core idle:busy).
+    kubelet_cpu: bool = False  # needs manifests/rbac-kubelet-stats.yaml: read its warning
+    cpu_model: str = ""
+    core_watts: tuple[tuple[str, CoreWatts], ...] = ()
+    memory_w_per_gb: float = CCF_MEMORY_W_PER_GB
+    # A Prometheus that scrapes Kepler and/or DCGM ("" = none); its bearer token comes from a
+    # Secret through secretKeyRef (CARBONAWARE_PROMETHEUS_TOKEN), never from a job.
+    prometheus_url: str = ""
+    prometheus_token: str = field(default="", repr=False)
+    kepler_query: str = KEPLER_QUERY  # PromQL templates, see kube/prom_energy.py
+    dcgm_query: str = DCGM_QUERY
 
 
 def _duration(env: Mapping[str, str], key: str, default: timedelta) -> timedelta:
@@ -98,6 +114,24 @@ def _backoffs(env: Mapping[str, str], key: str, default: tuple[float, ...]) -> t
     return values
 
 
+def _core_watts(env: Mapping[str, str], key: str) -> tuple[tuple[str, CoreWatts], ...]:
+    text = env.get(PREFIX + key, "").strip()
+    if not text:
+        return ()
+    pairs = []
+    for part in text.split(","):
+        family, _, watts = part.partition("=")
+        idle, _, busy = watts.partition(":")
+        try:
+            pairs.append((family.strip().lower(), CoreWatts(float(idle), float(busy))))
+        except ValueError:
+            raise SettingsError(
+                f"{PREFIX}{key}: expected family=idle:busy W per core (0 <= idle <= busy), "
+                f"comma-separated, got {part.strip()!r}"
+            ) from None
+    return tuple(pairs)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> OperatorSettings:
     """Settings from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -124,7 +158,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> OperatorSettings:
         standalone=env.get(PREFIX + "STANDALONE", "").lower() in ("1", "true", "yes"),
         workers=_number(env, "WORKERS", defaults.workers, int),
         api_backoffs=_backoffs(env, "API_BACKOFFS", defaults.api_backoffs),
+        kubelet_cpu=_flag(env, "KUBELET_CPU", defaults.kubelet_cpu),
+        cpu_model=env.get(PREFIX + "CPU_MODEL", ""),
+        core_watts=_core_watts(env, "CORE_WATTS"),
+        memory_w_per_gb=_number(env, "MEMORY_W_PER_GB", defaults.memory_w_per_gb),
+        prometheus_url=env.get(PREFIX + "PROMETHEUS_URL", "").rstrip("/"),
+        prometheus_token=env.get(PREFIX + "PROMETHEUS_TOKEN", ""),
+        kepler_query=env.get(PREFIX + "KEPLER_QUERY") or defaults.kepler_query,
+        dcgm_query=env.get(PREFIX + "DCGM_QUERY") or defaults.dcgm_query,
     )
+    if not (0 <= settings.memory_w_per_gb < 1000):
+        raise SettingsError(f"{PREFIX}MEMORY_W_PER_GB must be between 0 and 1000")
+    if settings.prometheus_url and not settings.prometheus_url.startswith(("http://", "https://")):
+        raise SettingsError(f"{PREFIX}PROMETHEUS_URL must be an http(s) URL")
     if not 1 <= settings.workers <= 256:
         raise SettingsError(f"{PREFIX}WORKERS must be between 1 and 256")
     if settings.poll_floor < timedelta(milliseconds=100):
