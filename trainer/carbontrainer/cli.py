@@ -127,10 +127,10 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 )
 @click.option(
     "--amp/--no-amp",
-    default=True,
-    show_default=True,
-    help="Mixed precision: bf16 on CPUs with native bf16 (AVX512-BF16, AMX) and on CUDA "
-    "where supported (else fp16 there); fp32 elsewhere.",
+    default=None,
+    help="Force bf16 autocast (fp16 with a grad scaler on GPUs without bf16) / force fp32. "
+    "Default: on CPU, time a few training steps in each and keep the faster; on CUDA, "
+    "mixed precision.",
 )
 @click.option(
     "--log-every",
@@ -174,7 +174,7 @@ def run(
     device: str,
     seed: int,
     use_compile: bool,
-    amp: bool,
+    amp: bool | None,
     log_every: int,
     threads: int | None,
     watts_per_core: float,
@@ -240,6 +240,7 @@ def run(
             samples_per_second=round(outcome.samples_per_second, 1),
             device=outcome.device,
             precision=outcome.precision,
+            precision_choice=outcome.precision_choice,
             threads=outcome.threads,
             checkpoint_path=outcome.checkpoint_path,
             resumed=outcome.resumed,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -16,10 +15,9 @@ import torch.nn.functional as F
 from .checkpoint import load_checkpoint, require_writable, save_checkpoint
 from .data import Mnist, load_mnist, normalise
 from .model import MnistNet
+from .precision import Precision, autocast, choose_precision
 from .runtime import (
-    Precision,
     choose_device,
-    choose_precision,
     configure_threads,
     keep_freed_buffers,
     make_grad_scaler,
@@ -47,7 +45,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 1
     compile: bool = False
-    amp: bool = True
+    amp: bool | None = None  # None: measure on CPU; True/False: force bf16/fp32
     log_every: int = 100
     threads: int | None = None
 
@@ -69,6 +67,7 @@ class TrainOutcome:
     resumed: bool
     resumed_from: dict[str, int] | None = None
     notes: list[str] = field(default_factory=list)
+    precision_choice: dict[str, object] = field(default_factory=dict)
 
     @property
     def samples_per_second(self) -> float:
@@ -112,18 +111,12 @@ def evaluate(
             memory_format=memory_format
         )
         target = labels[start : start + batch_size]
-        with _autocast(images.device, precision):
+        with autocast(images.device.type, precision):
             output = model(batch).float()
         loss_sum += F.nll_loss(output, target, reduction="sum")
         correct += (output.argmax(dim=1) == target).sum()
     count = max(1, len(images))
     return correct.item() / count, loss_sum.item() / count
-
-
-def _autocast(device: torch.device, precision: Precision):
-    if precision.autocast_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=precision.autocast_dtype)
 
 
 def _subset(data: Mnist, max_samples: int | None, eval_samples: int | None) -> Mnist:
@@ -153,7 +146,6 @@ def train(
     threads = configure_threads(config.threads)
     if device.type == "cpu":
         keep_freed_buffers()
-    precision = choose_precision(device, config.amp)
     notes: list[str] = []
     torch.manual_seed(config.seed)
     if device.type == "cuda":
@@ -175,7 +167,6 @@ def train(
     model = MnistNet().to(device).to(memory_format=memory_format)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=LR_GAMMA)
-    scaler = make_grad_scaler(precision.needs_grad_scaler)
     step_model: torch.nn.Module = model
     if config.compile:
         if hasattr(torch, "compile"):
@@ -190,6 +181,12 @@ def train(
     test_loss: float | None = None
     resumed_from = None
     state = load_checkpoint(config.checkpoint_dir, settings) if config.checkpoint_dir else None
+    # A resumed run keeps the precision its checkpoint was trained in. The measurement runs on
+    # a model of its own and leaves the global RNG as it found it.
+    kept = state.get("precision") if state is not None else None
+    choice = choose_precision(device, config.amp, config.batch_size, kept=kept)
+    precision = choice.precision
+    scaler = make_grad_scaler(precision.needs_grad_scaler)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -222,6 +219,7 @@ def train(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
+                "precision": precision.label,
                 "rng": _rng_state(),
                 "epoch": epoch,
                 "step": step,
@@ -251,8 +249,10 @@ def train(
             resumed=state is not None,
             resumed_from=resumed_from,
             notes=notes,
+            precision_choice=choice.report(),
         )
 
+    log(f"precision: {choice.describe()}")
     log(
         f"training on {device} ({precision.label}, {threads} threads): {train_size} samples, "
         f"batch {config.batch_size}, epochs {config.epochs}, torch {torch.__version__}"
@@ -278,7 +278,7 @@ def train(
             )
             labels = train_labels.index_select(0, index)
             optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, precision):
+            with autocast(device.type, precision):
                 output = step_model(images)
             loss = F.nll_loss(output.float(), labels)
             scaler.scale(loss).backward()
