@@ -86,13 +86,27 @@ def join(world: World, device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_
     if not dist.is_available():
         raise WorldError(f"this torch ({torch.__version__}) has no torch.distributed")
     backend = "nccl" if device.type == "cuda" else "gloo"
+    query = "" if _store_has_libuv() else "?use_libuv=0"
     dist.init_process_group(
         backend=backend,
-        init_method=f"tcp://{world.master_addr}:{world.master_port}",
+        init_method=f"tcp://{world.master_addr}:{world.master_port}{query}",
         rank=world.rank,
         world_size=world.size,
         timeout=datetime.timedelta(seconds=timeout_s),
     )
+
+
+def _store_has_libuv() -> bool:
+    """Whether this torch's TCPStore has its libuv backend, the default since torch 2.4.
+
+    Debian's torch 2.6 is built without it and then fails at rendezvous ("use_libuv was
+    requested but PyTorch was build without libuv support") unless asked for the other one.
+    """
+    try:
+        dist.TCPStore("127.0.0.1", 0, 1, True, use_libuv=True)
+    except (RuntimeError, TypeError):
+        return False
+    return True
 
 
 def leave(world: World) -> None:
