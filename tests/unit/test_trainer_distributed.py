@@ -7,9 +7,7 @@ Indexed Job are over the pod network (the pods themselves are the operator's and
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 from carbontrainer.distributed import DEFAULT_PORT, World, WorldError, world_from
 from carbontrainer.report import EXIT_INTERRUPTED, EXIT_USAGE
+from trainer_ranks import finish_ranks, start_ranks
 
 # 2,048 samples over 2 ranks at batch 64: 16 steps per rank and epoch.
 QUICK = ["--max-samples", "2048", "--eval-samples", "1000", "--batch-size", "64"]
@@ -53,54 +52,13 @@ def test_a_world_that_cannot_work_is_refused(workers, rank, env, message) -> Non
         world_from(workers, rank, env)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_ranks(args: list[str], cwd: Path, workers: int = 2) -> list[subprocess.Popen]:
-    port = str(_free_port())
-    ranks = []
-    for rank in range(workers):
-        env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "WORLD_SIZE": str(workers),
-            "JOB_COMPLETION_INDEX": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-        }
-        ranks.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "carbontrainer", *args, "--threads", "1"],
-                cwd=cwd,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    return ranks
-
-
-def _finish(ranks: list[subprocess.Popen]) -> list[tuple[int, dict, str]]:
-    """(exit code, final JSON line, stdout) of each rank."""
-    results = []
-    for process in ranks:
-        stdout, stderr = process.communicate(timeout=600)
-        assert stdout.strip(), stderr
-        results.append((process.returncode, json.loads(stdout.strip().splitlines()[-1]), stdout))
-    return results
-
-
 @pytest.mark.slow
 def test_two_ranks_stop_together_and_resume_from_rank_0s_checkpoint(
     tmp_path: Path, mnist_dir: Path
 ) -> None:
     args = [*QUICK, "--data-dir", str(mnist_dir), "--epochs", "2", "--log-every", "1"]
     args += ["--checkpoint-dir", "ck", "--output-dir", "out"]
-    ranks = _start_ranks(args, tmp_path)
+    ranks = start_ranks(args, tmp_path)
     # SIGTERM to rank 1 only: rank 0 learns of it through the per-step agreement.
     assert ranks[1].stdout is not None
     seen = []
@@ -111,7 +69,7 @@ def test_two_ranks_stop_together_and_resume_from_rank_0s_checkpoint(
             break
     rest, _ = ranks[1].communicate(timeout=600)
     code_1, stopped_1 = ranks[1].returncode, json.loads(rest.strip().splitlines()[-1])
-    [(code_0, stopped_0, _)] = _finish(ranks[:1])
+    [(code_0, stopped_0, _)] = finish_ranks(ranks[:1])
     assert (code_0, code_1) == (EXIT_INTERRUPTED, EXIT_INTERRUPTED), "".join(seen) + rest
     assert stopped_0["status"] == stopped_1["status"] == "interrupted"
     assert stopped_0["samples"] == stopped_1["samples"], "the ranks stopped at different steps"
@@ -121,7 +79,7 @@ def test_two_ranks_stop_together_and_resume_from_rank_0s_checkpoint(
     # Each rank reports its own energy (the operator adds them up).
     assert stopped_0["energy_kwh"] > 0 and stopped_1["energy_kwh"] > 0
 
-    resumed = _finish(_start_ranks(args, tmp_path))
+    resumed = finish_ranks(start_ranks(args, tmp_path))
     for code, final, stdout in resumed:
         assert code == 0, stdout
         assert final["resumed"] is True and final["resumed_from"]["epoch"] == 1

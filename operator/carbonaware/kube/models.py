@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from carbonaware.core.distributed import distributed_spec_problem
 from carbonaware.core.durations import DurationError, parse_duration
 
 ProviderName = Literal["electricitymaps", "ukci", "watttime", "replay", "static"]
@@ -99,6 +100,8 @@ class TrainerSpec(_Camel):
     node_selector: dict[str, str] | None = None
     tolerations: tuple[dict[str, Any], ...] | None = None
     backoff_limit: int = Field(default=0, ge=0)
+    # Data-parallel ranks, one pod each (an Indexed Job; core/distributed.py says what works).
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class CarbonAwareJobSpec(_Camel):
@@ -126,6 +129,14 @@ def parse_spec(raw: dict[str, Any]) -> CarbonAwareJobSpec:
         raise SpecError(f"spec.{where}: {first['msg']}") from None
     if (spec.trainer is None) == (spec.job_template is None):
         raise SpecError("set exactly one of spec.trainer or spec.jobTemplate")
+    if spec.trainer is not None:
+        # What the spec alone shows; the claim's access modes are checked where it is read.
+        claim = spec.trainer.checkpoint_volume
+        problem = distributed_spec_problem(
+            spec.trainer.workers, spec.interruptible, claim and claim.claim_name, None
+        )
+        if problem:
+            raise SpecError(problem)
     return spec
 
 
@@ -173,6 +184,13 @@ class TrainerResult(_Camel):
         serialization_alias="energyKWh",
     )
     energy_method: str | None = None  # "measured" only when the trainer metered it
+    # Training across pods: this report's rank and world; for the job, how many ranks'
+    # reports its figures add up.
+    rank: int | None = None
+    world_size: int | None = Field(
+        default=None, validation_alias=AliasChoices("worldSize", "world_size")
+    )
+    ranks_reported: int | None = None
 
 
 class CarbonAwareJobStatus(_Camel):
