@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # A Docker engine for the tests, without any registry:
 #   hack/docker.sh up       install Debian's docker.io if missing, start dockerd if no engine
-#                           answers, create the base image python:3.11-slim-bookworm locally
+#                           answers, create the base images python:3.11-slim-bookworm and
+#                           python:3.13-slim-trixie locally
 #   hack/docker.sh down     stop the dockerd this script started (an engine it found is left alone)
 #   hack/docker.sh status   say whether an engine answers and whether the base image exists
 #
-# No registry can be reached here, so the base image the Dockerfiles name in FROM is made from
-# a debootstrap of Debian bookworm (the same Python 3.11 as python:3.11-slim-bookworm) and
-# `docker import`ed under that tag. The rootfs tarball is cached outside the checkout in
-# ${CARBONAWARE_CACHE:-~/.cache/carbonaware}/base/, keyed by BASE_VERSION, so warm runs take
+# No registry can be reached here, so the base images the Dockerfiles name in FROM are made
+# from a debootstrap of Debian (bookworm: the same Python 3.11 as python:3.11-slim-bookworm;
+# trixie: Python 3.13 as python:3.13-slim-trixie, the trainer's base for Debian's torch 2.6)
+# and `docker import`ed under that tag. The rootfs tarballs are cached outside the checkout in
+# ${CARBONAWARE_CACHE:-~/.cache/carbonaware}/base/, keyed by recipe version, so warm runs take
 # seconds. Containers reach Debian and PyPI through the same gateway as the host, so the image
 # gets the host's apt sources and CA bundle.
 #
 # Env: DOCKER_STATE_DIR (pidfile and log of a dockerd started here; default
-# /tmp/carbonaware-docker), CARBONAWARE_CACHE, BASE_IMAGE (default python:3.11-slim-bookworm).
+# /tmp/carbonaware-docker), CARBONAWARE_CACHE, BASE_IMAGE (default python:3.11-slim-bookworm),
+# TRIXIE_BASE_IMAGE (default python:3.13-slim-trixie).
 # Exit 3 when no engine can run here (cannot install or start dockerd); its last stderr line,
 # "docker unavailable: <why>", is what tests print when they skip. Other failures exit 1.
 set -euo pipefail
@@ -21,8 +24,9 @@ set -euo pipefail
 state_dir="${DOCKER_STATE_DIR:-/tmp/carbonaware-docker}"
 cache_dir="${CARBONAWARE_CACHE:-$HOME/.cache/carbonaware}/base"
 base_image="${BASE_IMAGE:-python:3.11-slim-bookworm}"
-# Bump when the recipe below changes: the cached rootfs is keyed by it.
-base_version="bookworm-minbase-python3-v1"
+trixie_base_image="${TRIXIE_BASE_IMAGE:-python:3.13-slim-trixie}"
+# Bump when the recipe below changes: the cached rootfs is keyed by it (<suite>-<recipe>).
+base_recipe="minbase-python3-v1"
 base_packages="python3,python3-venv,python3-pip,ca-certificates"
 mirror="$(awk '$1 == "URIs:" {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
 mirror="${mirror:-http://deb.debian.org/debian}"
@@ -114,24 +118,30 @@ start_dockerd() {
 }
 
 run_debootstrap() {
-  debootstrap --variant=minbase --include="$base_packages" bookworm "$1" "$mirror" \
-    >"$cache_dir/debootstrap.log" 2>&1 ||
-    die "debootstrap failed (log: $cache_dir/debootstrap.log)"
+  local suite="$1" root="$2"
+  debootstrap --variant=minbase --include="$base_packages" "$suite" "$root" "$mirror" \
+    >"$cache_dir/debootstrap-$suite.log" 2>&1 ||
+    die "debootstrap $suite failed (log: $cache_dir/debootstrap-$suite.log)"
 }
 
-# debootstrap of bookworm + Python, with the host's apt mirror, CA bundle and pip config.
+# debootstrap of SUITE + Python, with the host's apt mirror, CA bundle and pip config.
 build_rootfs_tarball() {
-  local tarball="$1" root
+  local suite="$1" tarball="$2" root
   command -v debootstrap >/dev/null || timed "installing debootstrap" apt_install debootstrap
   root="$(mktemp -d "$cache_dir/rootfs.XXXXXX")"
   # shellcheck disable=SC2064
   trap "rm -rf '$root'" RETURN
-  timed "debootstrap bookworm ($base_packages)" run_debootstrap "$root"
+  timed "debootstrap $suite ($base_packages)" run_debootstrap "$suite" "$root"
 
-  # Same mirror and gateway as the host (deb.debian.org resolves to the gateway here).
+  # Same mirror and gateway as the host (deb.debian.org resolves to the gateway here); the
+  # host's sources name bookworm, another suite gets them with its own name.
   rm -f "$root/etc/apt/sources.list"
-  cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/" 2>/dev/null ||
-    echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
+  if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
+    sed "s/bookworm/$suite/g" /etc/apt/sources.list.d/debian.sources \
+      >"$root/etc/apt/sources.list.d/debian.sources"
+  else
+    echo "deb $mirror $suite main" >"$root/etc/apt/sources.list"
+  fi
   # The mirror serves a frozen snapshot whose Release files are past Valid-Until.
   printf 'Acquire::Check-Valid-Until "false";\nAcquire::Check-Date "false";\n' \
     >"$root/etc/apt/apt.conf.d/99snapshot"
@@ -149,22 +159,25 @@ build_rootfs_tarball() {
   mv -f "$tarball.tmp" "$tarball"
 }
 
+# ensure_base_image SUITE TAG: the image TAG from a (cached) debootstrap of SUITE.
 ensure_base_image() {
-  if docker image inspect "$base_image" >/dev/null 2>&1; then
-    log "base image $base_image present"
+  local suite="$1" image="$2"
+  if docker image inspect "$image" >/dev/null 2>&1; then
+    log "base image $image present"
     return
   fi
   mkdir -p "$cache_dir"
-  local tarball="$cache_dir/$base_version.tar"
-  [[ -s "$tarball" ]] || build_rootfs_tarball "$tarball"
-  timed "docker import $base_image" docker import \
+  local version="$suite-$base_recipe"
+  local tarball="$cache_dir/$version.tar"
+  [[ -s "$tarball" ]] || build_rootfs_tarball "$suite" "$tarball"
+  timed "docker import $image" docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
     --change 'ENV PIP_DISABLE_PIP_VERSION_CHECK=1' \
     --change 'CMD ["python3"]' \
-    --message "debootstrap $base_version (hack/docker.sh)" \
-    "$tarball" "$base_image" >/dev/null
+    --message "debootstrap $version (hack/docker.sh)" \
+    "$tarball" "$image" >/dev/null
 }
 
 up() {
@@ -175,7 +188,8 @@ up() {
   else
     timed "starting dockerd" start_dockerd
   fi
-  ensure_base_image
+  ensure_base_image bookworm "$base_image"
+  ensure_base_image trixie "$trixie_base_image"
   log "up in $((SECONDS - start)) s"
 }
 
@@ -204,12 +218,16 @@ status() {
     echo "engine: not answering"
     return 1
   fi
-  if docker image inspect "$base_image" >/dev/null 2>&1; then
-    echo "base image: $base_image"
-  else
-    echo "base image: $base_image missing"
-    return 1
-  fi
+  local image missing=0
+  for image in "$base_image" "$trixie_base_image"; do
+    if docker image inspect "$image" >/dev/null 2>&1; then
+      echo "base image: $image"
+    else
+      echo "base image: $image missing"
+      missing=1
+    fi
+  done
+  return "$missing"
 }
 
 case "${1:-}" in

@@ -123,6 +123,12 @@ BAD = [
     ({"zone": "DE", "jobTemplate": {"metadata": {}}}, "spec.jobTemplate.spec", "Required value"),
     ({"zone": "DE", "trainer": {}, "power": {"pue": 0.5}}, "spec.power.pue", "between 1.0 and 3.0"),
     ({"zone": "D" * 100, "trainer": {}}, "spec.zone", "may not be more than 64"),
+    ({"zone": "DE", "trainer": {"workers": 0}}, "spec.trainer.workers", "between 1 and 64"),
+    (
+        {"zone": "DE", "interruptible": True, "trainer": {"workers": 2}},
+        "spec",
+        "an interruptible job with trainer.workers > 1 needs trainer.checkpointVolume",
+    ),
 ]
 
 
@@ -158,7 +164,21 @@ def test_defaults_are_applied(crd, kubectl: str, kubeconfig: Path, namespace: st
     assert spec["expectedDuration"] == "30m"
     assert spec["strategy"] == "threshold"
     assert spec["thresholdGramsPerKWh"] == 200
-    assert spec["trainer"] == {"epochs": 1, "batchSize": 64, "backoffLimit": 0}
+    assert spec["trainer"] == {"epochs": 1, "batchSize": 64, "backoffLimit": 0, "workers": 1}
+
+
+def test_an_interruptible_job_across_pods_with_a_checkpoint_volume_is_accepted(
+    crd, kubectl: str, kubeconfig: Path, namespace: str
+) -> None:
+    spec = {
+        "zone": "DE",
+        "interruptible": True,
+        "trainer": {"workers": 4, "checkpointVolume": {"claimName": "shared"}},
+    }
+    created = run(
+        kubectl, kubeconfig, "-n", namespace, "create", "-f", "-", stdin=manifest("wide", spec)
+    )
+    assert created.returncode == 0, created.stderr
 
 
 def test_placements_are_accepted_with_defaults(

@@ -1,4 +1,4 @@
-"""Dockerfile.trainer: build the image for real and train in it (Debian's CPU torch 1.13)."""
+"""Dockerfile.trainer: build the image for real and train in it (Debian trixie's CPU torch 2.6)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,10 @@ def test_training_in_the_image_reports_json_and_termination_message(
     final = _final_json(result.stdout)
     assert final["status"] == "completed" and final["device"] == "cpu"
     assert final["accuracy"] > 0.7
-    assert final["torch_version"].startswith("1.13"), "expected Debian bookworm's torch"
+    assert final["torch_version"].startswith("2."), "expected a PyTorch 2.x (Debian trixie's)"
+    # The image has the host's fast paths: the precision measured at start, the allocator.
+    assert final["precision_choice"]["how"] == "measured"
+    assert final["precision_choice"]["fp32_step_ms"] > 0
     assert final["energy_method"].startswith(("estimated:cpu-time", "measured:rapl"))
     # Kubernetes shows this file as the pod's termination message.
     assert json.loads(termination_log.read_text()) == final
@@ -114,3 +117,28 @@ def test_docker_stop_checkpoints_and_a_new_container_resumes(
     final = _final_json(resumed.stdout)
     assert final["resumed"] is True and final["resumed_from"]["step"] >= 5
     assert final["samples_all_runs"] == 2000 and final["accuracy"] > 0.7
+
+
+def test_two_ranks_train_together_in_the_image(trainer_image: str, mnist_dir: Path) -> None:
+    # Debian's torch has gloo: two ranks in one container on loopback, as two pods of an
+    # Indexed Job would over the pod network (JOB_COMPLETION_INDEX is what Kubernetes sets).
+    rank = (
+        "JOB_COMPLETION_INDEX={i} carbon-trainer --max-samples 2000 --eval-samples 1000 "
+        "--batch-size 64 --epochs 1 --threads 1 --log-every 0 --output-dir /tmp/out{i} "
+        "--checkpoint-dir /tmp/ck > /tmp/rank{i}.log 2>&1"
+    )
+    script = (
+        f"export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500; "
+        f"({rank.format(i=1)}) & {rank.format(i=0)}; wait; tail -n 1 /tmp/rank0.log /tmp/rank1.log"
+    )
+    result = run_docker(
+        "run", "--rm", "-v", f"{mnist_dir}:/data/mnist:ro", trainer_image, "sh", "-c", script,
+        timeout_s=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    finals = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [final["rank"] for final in finals] == [0, 1], result.stdout
+    for final in finals:
+        assert final["status"] == "completed" and final["world_size"] == 2
+        assert final["samples"] == 1000 and final["samples_all_runs"] == 2000
+        assert final["accuracy"] > 0.7

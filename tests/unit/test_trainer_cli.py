@@ -211,7 +211,10 @@ def test_sigterm_mid_epoch_checkpoints_and_the_rerun_resumes_to_the_same_result(
     assert final["accuracy"] > 0.8
     assert time.perf_counter() - started < 300
 
-    # An uninterrupted run with the same seed ends with the very same model quality.
+    # The resumed run trained in the precision the interrupted one measured and chose.
+    assert final["precision"] == interrupted["precision"]
+    assert final["precision_choice"]["how"] == "kept from the checkpoint"
+    # An uninterrupted run with the same seed and precision ends with the same model quality.
     uninterrupted = train(
         TrainConfig(
             data_dir=mnist_dir,
@@ -221,6 +224,7 @@ def test_sigterm_mid_epoch_checkpoints_and_the_rerun_resumes_to_the_same_result(
             eval_samples=1000,
             seed=1,
             log_every=0,
+            amp=interrupted["precision"] == "bfloat16",
         ),
         log=lambda _line: None,
     )

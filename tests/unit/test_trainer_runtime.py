@@ -1,5 +1,5 @@
 """Where the trainer runs: CPU count under cgroup quotas (what a Kubernetes pod's `limits.cpu`
-becomes), CPU mixed precision, and the allocator setting of CPU training."""
+becomes) and the allocator setting of CPU training. Precision: test_trainer_precision.py."""
 
 from __future__ import annotations
 
@@ -10,13 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from carbontrainer.runtime import (
-    cgroup_cpu_limit,
-    choose_precision,
-    cpu_has_native_bf16,
-    usable_cpus,
-)
+from carbontrainer.runtime import cgroup_cpu_limit, usable_cpus
 
 # The cgroup files are written under tmp_path: this machine's own cgroup has no CPU quota, so
 # the quota a pod would get cannot be read for real here.
@@ -47,24 +41,6 @@ def test_cgroup_v1_unlimited(tmp_path: Path) -> None:
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert cgroup_cpu_limit(tmp_path) is None
-
-
-def _cpu_flags() -> set[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def test_cpu_mixed_precision_follows_the_cpus_bf16_instructions() -> None:
-    # The kernel's own CPU flags are the independent source: bf16 autocast on a CPU without
-    # native bf16 would be emulated, slower than fp32.
-    native = bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
-    cpu = torch.device("cpu")
-    assert cpu_has_native_bf16() == native
-    assert choose_precision(cpu, amp=True).label == ("bfloat16" if native else "fp32")
-    assert choose_precision(cpu, amp=False).label == "fp32"
-    assert not choose_precision(cpu, amp=True).needs_grad_scaler
 
 
 FAULTS_PER_STEP = """

@@ -18,8 +18,11 @@ import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
-# Settings a resumed run must share with the run that wrote the checkpoint.
-RESUME_KEYS = ("seed", "batch_size", "train_samples")
+# Settings a resumed run must share with the run that wrote the checkpoint (the number of
+# ranks included: it gives `step` its meaning), with their values in checkpoints older than
+# the setting.
+RESUME_KEYS = ("seed", "batch_size", "train_samples", "workers")
+_OLDER_DEFAULTS = {"workers": 1}
 
 
 class CheckpointError(Exception):
@@ -92,7 +95,7 @@ def load_checkpoint(directory: Path, settings: dict[str, Any]) -> dict[str, Any]
         raise CheckpointError(f"cannot read checkpoint {path}: {detail}") from error
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has an unknown format {state.get('format')!r}")
-    saved = state.get("settings", {})
+    saved = {**_OLDER_DEFAULTS, **state.get("settings", {})}
     differing = [key for key in RESUME_KEYS if saved.get(key) != settings.get(key)]
     if differing:
         wanted = ", ".join(f"{key}={saved.get(key)}" for key in differing)

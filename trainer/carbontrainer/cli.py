@@ -15,6 +15,7 @@ from carbonaware.cli.numbers import Bounded
 from . import __version__
 from .checkpoint import CheckpointError, FolderError
 from .data import MissingDataError
+from .distributed import World, WorldError, world_from
 from .energy import DEFAULT_WATTS_PER_CORE, EnergyMonitor
 from .report import (
     EXIT_ERROR,
@@ -131,10 +132,10 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 )
 @click.option(
     "--amp/--no-amp",
-    default=True,
-    show_default=True,
-    help="Mixed precision: bf16 on CPUs with native bf16 (AVX512-BF16, AMX) and on CUDA "
-    "where supported (else fp16 there); fp32 elsewhere.",
+    default=None,
+    help="Force bf16 autocast (fp16 with a grad scaler on GPUs without bf16) / force fp32. "
+    "Default: on CPU, time a few training steps in each and keep the faster; on CUDA, "
+    "mixed precision.",
 )
 @click.option(
     "--log-every",
@@ -149,6 +150,21 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     default=None,
     callback=_positive,
     help="CPU threads (default: CPUs usable by this process, cgroup quota included).",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    callback=_positive,
+    help="Data-parallel ranks in all (env WORLD_SIZE; default 1). Each rank is one process "
+    "or pod; rendezvous at MASTER_ADDR:MASTER_PORT (default 127.0.0.1:29500).",
+)
+@click.option(
+    "--rank",
+    type=int,
+    default=None,
+    help="This process's rank, 0..workers-1 (env RANK, else JOB_COMPLETION_INDEX: the pod's "
+    "index in an Indexed Job).",
 )
 @click.option(
     "--watts-per-core",
@@ -178,14 +194,22 @@ def run(
     device: str,
     seed: int,
     use_compile: bool,
-    amp: bool,
+    amp: bool | None,
     log_every: int,
     threads: int | None,
     watts_per_core: float,
+    workers: int | None = None,
+    rank: int | None = None,
 ) -> int:
     started = time.perf_counter()
     stop = StopFlag()
     stop.install()
+    # A world that cannot work is reported like other bad input, in the final line too.
+    world_error: WorldError | None = None
+    try:
+        world = world_from(workers, rank)
+    except WorldError as error:
+        world, world_error = World(), error
     config = TrainConfig(
         data_dir=data_dir,
         checkpoint_dir=checkpoint_dir,
@@ -202,6 +226,7 @@ def run(
         amp=amp,
         log_every=log_every,
         threads=threads,
+        world=world,
     )
     import torch
 
@@ -221,8 +246,10 @@ def run(
         "resumed": False,
     }
     try:
+        if world_error is not None:
+            raise world_error
         outcome = train(config, log=_log, should_stop=stop)
-    except (MissingDataError, CheckpointError, FolderError, DeviceError) as error:
+    except (MissingDataError, CheckpointError, FolderError, DeviceError, WorldError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr, flush=True)
         result.update(exit_code=EXIT_USAGE, error=str(error))
     except Exception as error:
@@ -244,6 +271,7 @@ def run(
             samples_per_second=round(outcome.samples_per_second, 1),
             device=outcome.device,
             precision=outcome.precision,
+            precision_choice=outcome.precision_choice,
             threads=outcome.threads,
             checkpoint_path=outcome.checkpoint_path,
             resumed=outcome.resumed,
@@ -260,12 +288,14 @@ def run(
         torch_version=torch.__version__,
         seed=seed,
         batch_size=batch_size,
+        rank=world.rank,
+        world_size=world.size,
     )
     always = set(REQUIRED_FIELDS)
     line = to_json_line(
         {key: value for key, value in result.items() if value is not None or key in always}
     )
-    if result["status"] == "completed":
+    if result["status"] == "completed" and world.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "result.json").write_text(line + "\n")
     write_termination_log(line)

@@ -1,4 +1,6 @@
-"""Where the trainer runs: usable CPUs (cgroup-aware), thread settings, device and precision."""
+"""Where the trainer runs: usable CPUs (cgroup-aware), thread settings, device, allocator.
+
+Precision (fp32 or bf16) is chosen in precision.py."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import contextlib
 import ctypes
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -94,45 +95,6 @@ def choose_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise DeviceError("--device cuda asked for, but torch sees no CUDA device")
     return torch.device(name)
-
-
-@dataclass(frozen=True)
-class Precision:
-    """Autocast settings: bf16 on CUDA where supported (else fp16 + scaler) and on CPUs with
-    native bf16 instructions; fp32 otherwise."""
-
-    autocast_dtype: torch.dtype | None
-    needs_grad_scaler: bool
-
-    @property
-    def label(self) -> str:
-        return "fp32" if self.autocast_dtype is None else str(self.autocast_dtype).split(".")[-1]
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: oneDNN then runs bf16 convolutions and matmuls in hardware.
-
-    Elsewhere oneDNN emulates bf16 with fp32 instructions, slower than plain fp32, so the CPU
-    autocast is only worth it here. Older torch (Debian's 1.13) cannot tell: it stays fp32.
-    """
-    if not torch.backends.mkldnn.is_available():
-        return False
-    cpu = getattr(torch, "cpu", None)  # a package of its own only in newer torch
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
-
-
-def choose_precision(device: torch.device, amp: bool) -> Precision:
-    if not amp:
-        return Precision(None, False)
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return Precision(torch.bfloat16, False)
-        return Precision(torch.float16, True)
-    if device.type == "cpu" and cpu_has_native_bf16():
-        # bf16 keeps fp32's exponent range: no grad scaler needed.
-        return Precision(torch.bfloat16, False)
-    return Precision(None, False)
 
 
 def make_grad_scaler(enabled: bool):

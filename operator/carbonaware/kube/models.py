@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from carbonaware.core.distributed import distributed_spec_problem
 from carbonaware.core.durations import DurationError, parse_duration
 
 ProviderName = Literal["electricitymaps", "ukci", "watttime", "replay", "static"]
@@ -103,6 +104,8 @@ class TrainerSpec(_Camel):
     node_selector: dict[str, str] | None = None
     tolerations: tuple[dict[str, Any], ...] | None = None
     backoff_limit: int = Field(default=0, ge=0)
+    # Data-parallel ranks, one pod each (an Indexed Job; core/distributed.py says what works).
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class PlacementSpec(_Camel):
@@ -170,6 +173,14 @@ def parse_spec(raw: dict[str, Any]) -> CarbonAwareJobSpec:
                 "must resume where its checkpoints are; use one zone"
             )
         spec = spec.model_copy(update={"zone": spec.placements[0].zone})
+    if spec.trainer is not None:
+        # What the spec alone shows; the claim's access modes are checked where it is read.
+        claim = spec.trainer.checkpoint_volume
+        problem = distributed_spec_problem(
+            spec.trainer.workers, spec.interruptible, claim and claim.claim_name, None
+        )
+        if problem:
+            raise SpecError(problem)
     return spec
 
 
@@ -218,6 +229,9 @@ class TrainerResult(_Camel):
     energy_kwh: float | None = Field(default=None, alias="energyKWh")
     # The trainer's label as it wrote it, e.g. "measured:rapl-package" (see workload_report).
     energy_method: str | None = None
+    # Training across pods (kube/builders_distributed.py): how many ranks' reports the job's
+    # figures add up.
+    ranks_reported: int | None = None
 
 
 class EnergySource(_Camel):

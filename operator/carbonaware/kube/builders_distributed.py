@@ -1,0 +1,157 @@
+"""Pure builders for training across pods (`spec.trainer.workers: N`, N > 1).
+
+Kubernetes' pattern for it: an Indexed Job (N completions, parallelism N; each pod gets its
+rank as `JOB_COMPLETION_INDEX`) and a headless Service for the rendezvous. The Service selects
+only rank 0's pod (the Job controller labels each pod with its completion index), so its name
+resolves to rank 0's address, where the trainer's rendezvous listens (`MASTER_ADDR`,
+`MASTER_PORT`). It publishes the address before the pod is ready: the ranks meet while they
+start. One worker: exactly the single-pod Job of builders.build_job_spec.
+
+The reports: every rank writes its own final line to its pod's termination message; the
+job's figures add them up (core/distributed.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from carbonaware.core.distributed import RankReport, combine_rank_reports
+from carbonaware.kube import builders
+from carbonaware.kube.models import CarbonAwareJobSpec, TrainerResult
+
+RENDEZVOUS_PORT = 29500
+# Labels and annotation the Job controller puts on an Indexed Job's pods.
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+
+
+def workers_of(spec: CarbonAwareJobSpec) -> int:
+    return spec.trainer.workers if spec.trainer is not None else 1
+
+
+def rendezvous_service_name(name: str, uid: str) -> str:
+    """A DNS-1035 label (a Service's name must start with a letter), unique per uid."""
+    digest = hashlib.sha256(uid.encode()).hexdigest()[:8]
+    return f"rdv-{name[:50].rstrip('-.')}-{digest}"
+
+
+def build_rendezvous_service(*, name: str, namespace: str, uid: str) -> dict[str, Any]:
+    """The headless Service whose name resolves to rank 0's pod, owned by the CarbonAwareJob."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": rendezvous_service_name(name, uid),
+            "namespace": namespace,
+            "labels": {**builders.MANAGED_BY, builders.JOB_LABEL: name[:63].rstrip("-.")},
+            "ownerReferences": [builders.owner_reference(name, uid)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {
+                JOB_NAME_LABEL: builders.job_name(name, uid),
+                COMPLETION_INDEX_LABEL: "0",
+            },
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_distributed_job_spec(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: CarbonAwareJobSpec,
+    default_trainer_image: str,
+    suspend: bool | None = None,
+) -> dict[str, Any]:
+    """The Job for `spec`: builders.build_job_spec's, made an Indexed Job of N ranks when
+    spec.trainer.workers is N > 1 (their rendezvous: build_rendezvous_service)."""
+    job = builders.build_job_spec(
+        name=name,
+        namespace=namespace,
+        uid=uid,
+        spec=spec,
+        default_trainer_image=default_trainer_image,
+        suspend=suspend,
+    )
+    workers = workers_of(spec)
+    if workers <= 1:
+        return job
+    job_spec = job["spec"]
+    job_spec.update(completionMode="Indexed", completions=workers, parallelism=workers)
+    container = job_spec["template"]["spec"]["containers"][0]
+    container["env"] = [
+        *container["env"],
+        {"name": "WORLD_SIZE", "value": str(workers)},
+        {"name": "MASTER_ADDR", "value": rendezvous_service_name(name, uid)},
+        {"name": "MASTER_PORT", "value": str(RENDEZVOUS_PORT)},
+    ]
+    container["ports"] = [
+        {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}
+    ]
+    return job
+
+
+def claim_access_modes(claim: dict[str, Any] | None) -> tuple[str, ...] | None:
+    """A PersistentVolumeClaim's access modes (the bound volume's, else the requested ones);
+    None for no claim."""
+    if claim is None:
+        return None
+    status_modes = (claim.get("status") or {}).get("accessModes")
+    return tuple(status_modes or (claim.get("spec") or {}).get("accessModes") or ())
+
+
+def _pod_rank(pod: dict[str, Any]) -> int:
+    metadata = pod.get("metadata") or {}
+    index = (metadata.get("labels") or {}).get(COMPLETION_INDEX_LABEL) or (
+        metadata.get("annotations") or {}
+    ).get(COMPLETION_INDEX_LABEL)
+    try:
+        return int(index)
+    except (TypeError, ValueError):
+        return 0  # a pod of a plain (not Indexed) Job: one rank
+
+
+def trainer_result_of_ranks(pods: list[dict[str, Any]]) -> TrainerResult | None:
+    """The job's trainer result from its pods: each rank's latest report, added up.
+
+    A plain Job's pods are all rank 0: the latest report, as builders.termination_message
+    picks it, with ranksReported 1. A user's own Indexed Job (jobTemplate) is added up alike.
+    """
+    by_rank: dict[int, list[dict[str, Any]]] = {}
+    for pod in pods:
+        by_rank.setdefault(_pod_rank(pod), []).append(pod)
+    results: dict[int, TrainerResult] = {}
+    for rank, rank_pods in by_rank.items():
+        result = builders.parse_trainer_result(builders.termination_message(rank_pods))
+        if result is not None:
+            results[rank] = result
+    if not results:
+        return None
+    job = combine_rank_reports(
+        [
+            RankReport(
+                rank=rank,
+                energy_kwh=result.energy_kwh,
+                energy_method=result.energy_method,
+                duration_seconds=result.duration_seconds,
+                accuracy=result.accuracy,
+            )
+            for rank, result in results.items()
+        ]
+    )
+    first = results[min(results)]
+    return first.model_copy(
+        update={
+            "accuracy": job.accuracy,
+            "duration_seconds": job.duration_seconds,
+            "energy_kwh": job.energy_kwh,
+            "energy_method": job.energy_method,
+            "rank": None,
+            "ranks_reported": job.ranks_reported,
+        }
+    )
