@@ -1,6 +1,6 @@
 """The operator's kubelet CPU-time path through the real apiserver's node proxy.
 
-The real node is reserved for the e2e tier (tests/e2e/test_pod_energy.py runs a real kubelet);
+The real node is reserved for the e2e tier (tests/e2e/test_node_pod_energy.py runs a real kubelet);
 here the kubelet is played by the test, as faultkit plays it elsewhere: a Node object whose
 address and kubelet port point at an HTTPS server on this machine's own address serving the
 Summary API shape (k8s.io/kubelet/pkg/apis/stats/v1alpha1), whose CPU counter the test sets.

@@ -3,7 +3,7 @@
 data/kubelet_summary.json has the shape of k8s.io/kubelet/pkg/apis/stats/v1alpha1.Summary
 (types.go, kubelet v0.36.3: node, pods[].podRef, containers[].cpu.usageCoreNanoSeconds,
 memory.workingSetBytes, ...); the values are made up. It is a stand-in for a live kubelet,
-which needs the node this machine reserves for the e2e tier: tests/e2e/test_pod_energy.py
+which needs the node this machine reserves for the e2e tier: tests/e2e/test_node_pod_energy.py
 reads the real one.
 """
 
