@@ -67,6 +67,18 @@
 - apiGroups:
   - ''
   resources:
+  - services
+  verbs:
+  - create
+- apiGroups:
+  - ''
+  resources:
+  - persistentvolumeclaims
+  verbs:
+  - get
+- apiGroups:
+  - ''
+  resources:
   - configmaps
   verbs:
   - get

@@ -95,6 +95,25 @@ class KubeApi:
             )
         return existing, False
 
+    def ensure_service(self, body: dict[str, Any]) -> bool:
+        """Create the Service; False when it exists already (a retry, a restart)."""
+        try:
+            self.core.create_namespaced_service(body["metadata"]["namespace"], body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            return False
+        return True
+
+    def read_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A PersistentVolumeClaim, or None when there is none (yet)."""
+        try:
+            return self._plain(self.core.read_namespaced_persistent_volume_claim(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self._plain(self.batch.read_namespaced_job(name, namespace))

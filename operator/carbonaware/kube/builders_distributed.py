@@ -38,8 +38,11 @@ def rendezvous_service_name(name: str, uid: str) -> str:
     return f"rdv-{name[:50].rstrip('-.')}-{digest}"
 
 
-def build_rendezvous_service(*, name: str, namespace: str, uid: str) -> dict[str, Any]:
-    """The headless Service whose name resolves to rank 0's pod, owned by the CarbonAwareJob."""
+def build_rendezvous_service(
+    *, name: str, namespace: str, uid: str, job: str | None = None
+) -> dict[str, Any]:
+    """The headless Service whose name resolves to rank 0's pod, owned by the CarbonAwareJob;
+    ``job``: the Job's name when not the stable one (a placement's fallback Job)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -53,7 +56,7 @@ def build_rendezvous_service(*, name: str, namespace: str, uid: str) -> dict[str
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": {
-                JOB_NAME_LABEL: builders.job_name(name, uid),
+                JOB_NAME_LABEL: job or builders.job_name(name, uid),
                 COMPLETION_INDEX_LABEL: "0",
             },
             "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "protocol": "TCP"}],
@@ -69,6 +72,7 @@ def build_distributed_job_spec(
     spec: CarbonAwareJobSpec,
     default_trainer_image: str,
     suspend: bool | None = None,
+    placement: int = 0,
 ) -> dict[str, Any]:
     """The Job for `spec`: builders.build_job_spec's, made an Indexed Job of N ranks when
     spec.trainer.workers is N > 1 (their rendezvous: build_rendezvous_service)."""
@@ -79,6 +83,7 @@ def build_distributed_job_spec(
         spec=spec,
         default_trainer_image=default_trainer_image,
         suspend=suspend,
+        placement=placement,
     )
     workers = workers_of(spec)
     if workers <= 1:
