@@ -69,6 +69,29 @@ def test_the_indexed_job_gives_each_rank_its_index_and_the_service_selects_rank_
     assert stored.spec.cluster_ip == "None" and stored.spec.publish_not_ready_addresses
 
 
+def test_the_rendezvous_follows_a_placements_fallback_job(kube_api, namespace: str) -> None:
+    from carbonaware.kube.api import KubeApi
+    from kubernetes import client
+
+    api = KubeApi(kube_api)
+
+    def service(job: str) -> dict:
+        body = distributed.build_rendezvous_service(
+            name="wide", namespace=namespace, uid=UID, job=job
+        )
+        body["metadata"].pop("ownerReferences")  # no CarbonAwareJob here (see above)
+        return body
+
+    assert api.ensure_service(service("wide-first")) is True
+    # The first placement's pods never scheduled: its fallback Job's rank 0 is the one to meet.
+    assert api.ensure_service(service("wide-first-p1")) is False
+    stored = client.CoreV1Api(kube_api).read_namespaced_service(
+        distributed.rendezvous_service_name("wide", UID), namespace
+    )
+    assert stored.spec.selector[distributed.JOB_NAME_LABEL] == "wide-first-p1"
+    assert stored.spec.selector[distributed.COMPLETION_INDEX_LABEL] == "0"
+
+
 # --- the operator ------------------------------------------------------------------------------
 
 # The bundled demo trace at ~120 g/kWh, under the threshold: the job starts at once.

@@ -70,6 +70,7 @@
   - services
   verbs:
   - create
+  - patch
 - apiGroups:
   - ''
   resources:

@@ -103,12 +103,16 @@ class KubeApi:
         return existing, False
 
     def ensure_service(self, body: dict[str, Any]) -> bool:
-        """Create the Service; False when it exists already (a retry, a restart)."""
+        """Create the Service; when it exists already (a retry, a restart, a placement's
+        fallback Job) point its selector at this body's pods. True when created."""
+        meta = body["metadata"]
         try:
-            self.core.create_namespaced_service(body["metadata"]["namespace"], body)
+            self.core.create_namespaced_service(meta["namespace"], body)
         except ApiException as exc:
             if exc.status != 409:
                 raise
+            selector = {"spec": {"selector": body["spec"]["selector"]}}
+            self.core.patch_namespaced_service(meta["name"], meta["namespace"], selector)
             return False
         return True
 
