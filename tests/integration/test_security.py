@@ -51,6 +51,10 @@ NEEDED = {
     "jobs.batch": {"get", "create", "patch"},
     # KubeApi.job_pods: the trainer's termination message.
     "pods": {"list"},
+    # KubeApi.ensure_service: the ranks' rendezvous (create; 409 -> patch its selector).
+    "services": {"create", "patch"},
+    # KubeApi.read_claim: the checkpoint claim's access modes (workers > 1).
+    "persistentvolumeclaims": {"get"},
     # KubeApi.read_configmap / write_configmap (create, replace).
     "configmaps": {"get", "create", "update"},
     # KubeApi.secret_value: one named Secret, never listed.

@@ -338,7 +338,16 @@ def finish_pod(kube_api, ns: str, job_name: str, exit_code: int, message: str) -
     ).items
     if not pods:
         return False
-    pod = pods[0]
+    terminate_pod(kube_api, pods[0], exit_code, message)
+    return True
+
+
+def terminate_pod(kube_api, pod, exit_code: int, message: str) -> None:
+    """Play the kubelet for one pod (a V1Pod): its container terminated with ``message``."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_api)
+    ns = pod.metadata.namespace
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     container = pod.spec.containers[0]
     core.patch_namespaced_pod_status(
@@ -368,7 +377,6 @@ def finish_pod(kube_api, ns: str, job_name: str, exit_code: int, message: str) -
             }
         },
     )
-    return True
 
 
 def create_em_secret(kube_api, namespace: str) -> None:

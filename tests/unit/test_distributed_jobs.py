@@ -14,6 +14,7 @@ from carbonaware.core.distributed import (
     combine_rank_reports,
     distributed_spec_problem,
 )
+from carbonaware.core.workload_report import is_measured, parse_report
 from carbonaware.kube import builders
 from carbonaware.kube import builders_distributed as distributed
 from carbonaware.kube.models import SpecError, parse_spec
@@ -213,14 +214,20 @@ def test_the_operator_adds_up_what_two_real_ranks_report(tmp_path: Path, mnist_d
     # What each pod's termination message holds: the rank's own final line.
     pods = [_pod(json.dumps(final), final["rank"], f"2026-01-01T00:00:0{i}Z")
             for i, final in enumerate(finals)]  # fmt: skip
-    result = distributed.trainer_result_of_ranks(pods)
-    assert result is not None
-    assert result.ranks_reported == 2 and result.world_size == 2
-    assert result.energy_kwh == pytest.approx(sum(final["energy_kwh"] for final in finals))
-    assert result.duration_seconds == max(final["wall_seconds"] for final in finals)
-    assert result.accuracy == finals[0]["accuracy"]
-    status = result.model_dump(by_alias=True, exclude_none=True)
-    assert status["ranksReported"] == 2 and "rank" not in status
+    ranks_read = distributed.trainer_result_of_ranks(pods)
+    assert ranks_read is not None
+    report, ranks_reported = ranks_read
+    assert ranks_reported == 2
+    assert report.energy_kwh == pytest.approx(sum(final["energy_kwh"] for final in finals))
+    assert report.wall_seconds == max(final["wall_seconds"] for final in finals)
+    assert report.accuracy == finals[0]["accuracy"]
+    # Both ranks measured (or both estimated) alike: the sum says so, under the one label.
+    labels = {final["energy_method"] for final in finals}
+    assert report.energy_label == "+".join(sorted(labels))
+    assert report.energy_measured == all(is_measured(label) for label in labels)
+    status = builders.build_trainer_status(report, ranks_reported)
+    assert status["ranksReported"] == 2 and status["energyKWh"] == report.energy_kwh
+    assert "rank" not in status
 
     # A plain Job's pods (no completion index): the latest report, one rank, as before.
     plain = distributed.trainer_result_of_ranks(
@@ -228,7 +235,26 @@ def test_the_operator_adds_up_what_two_real_ranks_report(tmp_path: Path, mnist_d
          _pod(json.dumps(finals[0]), None, "2026-01-01T00:00:01Z")]
     )  # fmt: skip
     assert plain is not None and plain.ranks_reported == 1
-    assert plain.energy_kwh == finals[1]["energy_kwh"]
+    assert plain.report == parse_report(json.dumps(finals[1]))
+
+
+def test_a_sum_is_measured_only_if_every_rank_measured() -> None:
+    def rank_pod(rank: int, method: str) -> dict:
+        final = {"energy_kwh": 0.001 * (rank + 1), "energy_method": method, "wall_seconds": 5}
+        return _pod(json.dumps(final), rank, "2026-01-01T00:00:00Z")
+
+    mixed = distributed.trainer_result_of_ranks(
+        [rank_pod(0, "measured:rapl-package"), rank_pod(1, "estimated:cpu-time×10W/core")]
+    )
+    assert mixed is not None and mixed.ranks_reported == 2
+    assert mixed.report.energy_kwh == pytest.approx(0.003)
+    assert mixed.report.energy_label == "estimated:cpu-time×10W/core+measured:rapl-package"
+    assert not mixed.report.energy_measured
+    both = distributed.trainer_result_of_ranks(
+        [rank_pod(0, "measured:rapl-package"), rank_pod(1, "measured:rapl-package")]
+    )
+    assert both is not None and both.report.energy_label == "measured:rapl-package"
+    assert both.report.energy_measured
 
 
 def test_no_report_from_any_rank_is_no_result() -> None:

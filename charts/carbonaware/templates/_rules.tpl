@@ -67,6 +67,19 @@
 - apiGroups:
   - ''
   resources:
+  - services
+  verbs:
+  - create
+  - patch
+- apiGroups:
+  - ''
+  resources:
+  - persistentvolumeclaims
+  verbs:
+  - get
+- apiGroups:
+  - ''
+  resources:
   - configmaps
   verbs:
   - get

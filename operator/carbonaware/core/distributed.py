@@ -11,7 +11,8 @@ writes the checkpoint and every rank reads it when the job resumes, so with N > 
 
 Each rank reports its own energy and samples: the job's energy is their sum, its duration
 the longest rank's, its accuracy rank 0's (every rank evaluates the same model), and its
-energy method the ranks' common one (or all of theirs, so a mix never reads as measured).
+energy label the ranks' common one, else all of theirs joined by "+": the report contract
+(core/workload_report.py) counts such a sum as measured only if every rank measured.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class RankReport:
 @dataclass(frozen=True)
 class JobReport:
     energy_kwh: float | None  # None when a rank's energy is missing
-    energy_method: str | None  # the ranks' common method, else theirs joined by " + "
+    energy_method: str | None  # the ranks' common label, else theirs joined by "+"
     duration_seconds: float | None  # the longest rank's
     accuracy: float | None  # rank 0's (the lowest rank that reported one)
     ranks_reported: int
@@ -85,7 +86,7 @@ def combine_rank_reports(reports: Sequence[RankReport]) -> JobReport:
         else None,
         # Ranks that differ in how they got their energy: all their methods, so the sum is
         # never taken for a measured one.
-        energy_method=" + ".join(methods) if ordered else None,
+        energy_method="+".join(methods) if ordered else None,
         duration_seconds=max(durations) if durations else None,
         accuracy=accuracy,
         ranks_reported=len(ordered),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
 import urllib3
@@ -31,6 +32,17 @@ class KubeApi:
     def _plain(self, obj: Any) -> dict[str, Any]:
         return self.api_client.sanitize_for_serialization(obj)
 
+    def _read_or_none(
+        self, read: Callable[..., Any], namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """``read(name, namespace)`` as a dict; None when there is no such object (404)."""
+        try:
+            return self._plain(read(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """One key of a Secret, or None if the key is absent; SpecError if it is missing."""
         try:
@@ -46,12 +58,7 @@ class KubeApi:
         return base64.b64decode(raw).decode().strip() if raw else None
 
     def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._plain(self.core.read_namespaced_config_map(name, namespace))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._read_or_none(self.core.read_namespaced_config_map, namespace, name)
 
     def write_configmap(self, body: dict[str, Any], resource_version: str | None) -> str:
         """Create (no version) or replace at that version; its new resourceVersion.
@@ -95,13 +102,28 @@ class KubeApi:
             )
         return existing, False
 
-    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def ensure_service(self, body: dict[str, Any]) -> bool:
+        """Create the Service; when it exists already (a retry, a restart, a placement's
+        fallback Job) point its selector at this body's pods. True when created."""
+        meta = body["metadata"]
         try:
-            return self._plain(self.batch.read_namespaced_job(name, namespace))
+            self.core.create_namespaced_service(meta["namespace"], body)
         except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+            if exc.status != 409:
+                raise
+            selector = {"spec": {"selector": body["spec"]["selector"]}}
+            self.core.patch_namespaced_service(meta["name"], meta["namespace"], selector)
+            return False
+        return True
+
+    def read_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A PersistentVolumeClaim, or None when there is none (yet)."""
+        return self._read_or_none(
+            self.core.read_namespaced_persistent_volume_claim, namespace, name
+        )
+
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read_or_none(self.batch.read_namespaced_job, namespace, name)
 
     def suspend_job(self, namespace: str, name: str, suspend: bool) -> None:
         self.batch.patch_namespaced_job(name, namespace, builders.build_suspend_patch(suspend))

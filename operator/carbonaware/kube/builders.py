@@ -461,8 +461,11 @@ def parse_trainer_result(message: str | None) -> WorkloadReport | None:
     return parse_report(message)
 
 
-def build_trainer_status(report: WorkloadReport) -> dict[str, Any]:
-    """``status.trainer``: what the trainer reported, its energy label kept as it wrote it."""
+def build_trainer_status(
+    report: WorkloadReport, ranks_reported: int | None = None
+) -> dict[str, Any]:
+    """``status.trainer``: what the trainer reported, its energy label kept as it wrote it;
+    ``ranks_reported``: how many ranks' reports it adds up (builders_distributed)."""
     return TrainerResult(
         accuracy=report.accuracy,
         epochs=report.epochs,
@@ -470,4 +473,5 @@ def build_trainer_status(report: WorkloadReport) -> dict[str, Any]:
         device=report.device,
         energy_kwh=report.energy_kwh,
         energy_method=report.energy_label,
+        ranks_reported=ranks_reported,
     ).model_dump(by_alias=True, exclude_none=True)

@@ -13,12 +13,14 @@ job's figures add them up (core/distributed.py).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from typing import Any
+from typing import Any, NamedTuple
 
 from carbonaware.core.distributed import RankReport, combine_rank_reports
+from carbonaware.core.workload_report import WorkloadReport
 from carbonaware.kube import builders
-from carbonaware.kube.models import CarbonAwareJobSpec, TrainerResult
+from carbonaware.kube.models import CarbonAwareJobSpec
 
 RENDEZVOUS_PORT = 29500
 # Labels and annotation the Job controller puts on an Indexed Job's pods.
@@ -36,8 +38,11 @@ def rendezvous_service_name(name: str, uid: str) -> str:
     return f"rdv-{name[:50].rstrip('-.')}-{digest}"
 
 
-def build_rendezvous_service(*, name: str, namespace: str, uid: str) -> dict[str, Any]:
-    """The headless Service whose name resolves to rank 0's pod, owned by the CarbonAwareJob."""
+def build_rendezvous_service(
+    *, name: str, namespace: str, uid: str, job: str | None = None
+) -> dict[str, Any]:
+    """The headless Service whose name resolves to rank 0's pod, owned by the CarbonAwareJob;
+    ``job``: the Job's name when not the stable one (a placement's fallback Job)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -51,7 +56,7 @@ def build_rendezvous_service(*, name: str, namespace: str, uid: str) -> dict[str
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": {
-                JOB_NAME_LABEL: builders.job_name(name, uid),
+                JOB_NAME_LABEL: job or builders.job_name(name, uid),
                 COMPLETION_INDEX_LABEL: "0",
             },
             "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "protocol": "TCP"}],
@@ -67,6 +72,7 @@ def build_distributed_job_spec(
     spec: CarbonAwareJobSpec,
     default_trainer_image: str,
     suspend: bool | None = None,
+    placement: int = 0,
 ) -> dict[str, Any]:
     """The Job for `spec`: builders.build_job_spec's, made an Indexed Job of N ranks when
     spec.trainer.workers is N > 1 (their rendezvous: build_rendezvous_service)."""
@@ -77,6 +83,7 @@ def build_distributed_job_spec(
         spec=spec,
         default_trainer_image=default_trainer_image,
         suspend=suspend,
+        placement=placement,
     )
     workers = workers_of(spec)
     if workers <= 1:
@@ -116,42 +123,51 @@ def _pod_rank(pod: dict[str, Any]) -> int:
         return 0  # a pod of a plain (not Indexed) Job: one rank
 
 
-def trainer_result_of_ranks(pods: list[dict[str, Any]]) -> TrainerResult | None:
-    """The job's trainer result from its pods: each rank's latest report, added up.
+class RanksReport(NamedTuple):
+    """The job's report, added up from its ranks' (core/distributed.py), and how many
+    ranks' reports it adds up."""
 
-    A plain Job's pods are all rank 0: the latest report, as builders.termination_message
-    picks it, with ranksReported 1. A user's own Indexed Job (jobTemplate) is added up alike.
+    report: WorkloadReport
+    ranks_reported: int
+
+
+def trainer_result_of_ranks(pods: list[dict[str, Any]]) -> RanksReport | None:
+    """The job's trainer report from its pods: each rank's latest report, added up.
+
+    The one way the operator reads a Job's report. A plain Job's pods are all rank 0: the
+    latest report, as builders.termination_message picks it, one rank reported. A user's own
+    Indexed Job (jobTemplate) is added up alike.
     """
     by_rank: dict[int, list[dict[str, Any]]] = {}
     for pod in pods:
         by_rank.setdefault(_pod_rank(pod), []).append(pod)
-    results: dict[int, TrainerResult] = {}
+    reports: dict[int, WorkloadReport] = {}
     for rank, rank_pods in by_rank.items():
-        result = builders.parse_trainer_result(builders.termination_message(rank_pods))
-        if result is not None:
-            results[rank] = result
-    if not results:
+        report = builders.parse_trainer_result(builders.termination_message(rank_pods))
+        if report is not None:
+            reports[rank] = report
+    if not reports:
         return None
     job = combine_rank_reports(
         [
             RankReport(
                 rank=rank,
-                energy_kwh=result.energy_kwh,
-                energy_method=result.energy_method,
-                duration_seconds=result.duration_seconds,
-                accuracy=result.accuracy,
+                energy_kwh=report.energy_kwh,
+                energy_method=report.energy_label,
+                duration_seconds=report.wall_seconds,
+                accuracy=report.accuracy,
             )
-            for rank, result in results.items()
+            for rank, report in reports.items()
         ]
     )
-    first = results[min(results)]
-    return first.model_copy(
-        update={
-            "accuracy": job.accuracy,
-            "duration_seconds": job.duration_seconds,
-            "energy_kwh": job.energy_kwh,
-            "energy_method": job.energy_method,
-            "rank": None,
-            "ranks_reported": job.ranks_reported,
-        }
+    first = reports[min(reports)]
+    if len(reports) == 1:  # one rank: its report as it wrote it
+        return RanksReport(first, 1)
+    combined = dataclasses.replace(
+        first,
+        accuracy=job.accuracy,
+        wall_seconds=job.duration_seconds,
+        energy_kwh=job.energy_kwh,
+        energy_method=job.energy_method if job.energy_kwh is not None else None,
     )
+    return RanksReport(combined, job.ranks_reported)

@@ -13,6 +13,7 @@ from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.workload_report import WorkloadReport
 from carbonaware.kube import builders, job_energy, placement
 from carbonaware.kube.builders import iso, parse_time
+from carbonaware.kube.builders_distributed import trainer_result_of_ranks
 from carbonaware.kube.models import (
     CarbonAwareJobSpec,
 )
@@ -45,9 +46,8 @@ class Finishing:
         if time.monotonic() < self.mem.next_poll:  # a reading at the very end, for accounting
             self.mem.next_poll = 0.0
             self._poll(spec, source, log, now)
-        result = builders.parse_trainer_result(
-            builders.termination_message(self.rt.kube.job_pods(self.namespace, name))
-        )
+        ranks = trainer_result_of_ranks(self.rt.kube.job_pods(self.namespace, name))
+        result = ranks.report if ranks is not None else None
         started_wall, completed_wall = builders.job_times(job)
         completed_wall = completed_wall or datetime.now(UTC)
         completed = source.to_job_time(completed_wall)
@@ -56,8 +56,8 @@ class Finishing:
             self.desired["segments"] = builders.close_segment(
                 self.desired.get("segments"), completed
             )
-        if result is not None:
-            self.desired["trainer"] = builders.build_trainer_status(result)
+        if ranks is not None:
+            self.desired["trainer"] = builders.build_trainer_status(*ranks)
         self._account(spec, source, log, result, started_wall, completed_wall, completed)
         if outcome == "succeeded":
             self.desired.update(phase="Succeeded", message=self._summary("succeeded"))

@@ -30,9 +30,11 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
+from carbonaware.core.distributed import distributed_spec_problem
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
 from carbonaware.kube import builders, placement
+from carbonaware.kube import builders_distributed as distributed
 from carbonaware.kube.api import ForeignJobError, api_reason
 from carbonaware.kube.builders import iso, parse_time
 from carbonaware.kube.finishing import Finishing
@@ -233,7 +235,7 @@ class Tick(LogStore, Polling, Finishing, Pausing):
         self, spec: CarbonAwareJobSpec, source: Source, decision: Decision, now: datetime
     ) -> None:
         index, placed_name = placement.chosen(self, spec)  # placement: where; the Job's name
-        body = builders.build_job_spec(
+        body = distributed.build_distributed_job_spec(
             name=self.name,
             namespace=self.namespace,
             uid=self.uid,
@@ -243,7 +245,17 @@ class Tick(LogStore, Polling, Finishing, Pausing):
             placement=index,
         )
         body["metadata"]["name"] = placed_name
+        problem = self._ranks_problem(spec)
+        if problem:
+            self._fail("InvalidSpec", problem)
+            return
         try:
+            if distributed.workers_of(spec) > 1:  # the ranks' rendezvous, before they start
+                self.rt.kube.ensure_service(
+                    distributed.build_rendezvous_service(
+                        name=self.name, namespace=self.namespace, uid=self.uid, job=placed_name
+                    )
+                )
             _, created = self.rt.kube.ensure_job(body, self.uid)
         except ForeignJobError as exc:
             self._fail("JobNameTaken", str(exc))
@@ -263,6 +275,19 @@ class Tick(LogStore, Polling, Finishing, Pausing):
             self.desired["segments"] = builders.open_segment(self.desired.get("segments"), now)
         if created:
             self.event("JobCreated", f"created Job {name}: {decision.reason}")
+
+    def _ranks_problem(self, spec: CarbonAwareJobSpec) -> str | None:
+        """Why spec.trainer.workers ranks cannot share the checkpoint claim as it is
+        (core/distributed.py), read where the spec alone cannot tell: its access modes."""
+        workers = distributed.workers_of(spec)
+        if workers <= 1 or spec.trainer is None:
+            return None
+        volume = spec.trainer.checkpoint_volume
+        claim_name = volume.claim_name if volume is not None else None
+        claim = self.rt.kube.read_claim(self.namespace, claim_name) if claim_name else None
+        return distributed_spec_problem(
+            workers, spec.interruptible, claim_name, distributed.claim_access_modes(claim)
+        )
 
     def _mark_running(self, job_name: str, started: datetime, reason: str) -> None:
         submitted = parse_time(self.desired.get("submittedAt")) or started
