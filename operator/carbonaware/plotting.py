@@ -27,6 +27,7 @@ import pandas as pd
 
 from carbonaware.core.durations import DurationError, parse_duration
 from carbonaware.core.intensity_log import IntensityLog
+from carbonaware.core.log_metadata import LogKey
 from carbonaware.core.model import Reading
 
 COLOURS = {
@@ -44,17 +45,19 @@ def render_plot(log: IntensityLog, path: str | Path | None = None) -> bytes:
     meta = log.metadata
     actual = _frame(log.readings)
     forecast = _frame(log.forecast)
-    submitted = _time(meta.get("submitted_at"))
-    deadline = _time(meta.get("deadline"))
+    submitted = _time(meta.get(LogKey.SUBMITTED_AT))
+    deadline = _time(meta.get(LogKey.DEADLINE))
     segments = run_segments(meta)
     # the forecast strategy ignores the threshold: drawing it would suggest otherwise
-    threshold = _number(meta.get("threshold")) if meta.get("strategy") != "forecast" else None
+    threshold = (
+        _number(meta.get(LogKey.THRESHOLD)) if meta.get(LogKey.STRATEGY) != "forecast" else None
+    )
 
     fig, ax = plt.subplots(figsize=(11, 6.4), dpi=110)
     fig.subplots_adjust(left=0.075, right=0.98, top=0.89, bottom=0.31)
     step = _step(actual)
-    last_time = _last_time(actual, segments, submitted, _time(meta.get("updated_at")), step)
-    forecast = _relevant_forecast(forecast, deadline, meta.get("expected_duration"), last_time)
+    last_time = _last_time(actual, segments, submitted, _time(meta.get(LogKey.UPDATED_AT)), step)
+    forecast = _relevant_forecast(forecast, deadline, meta.get(LogKey.EXPECTED_DURATION), last_time)
 
     if submitted is not None:
         wait_end = segments[0][0] if segments else last_time
@@ -156,7 +159,7 @@ def render_plot(log: IntensityLog, path: str | Path | None = None) -> bytes:
             color=COLOURS["deadline"],
             fontsize=9,
         )
-    planned = _time(meta.get("planned_start"))
+    planned = _time(meta.get(LogKey.PLANNED_START))
     if planned is not None and not segments:
         ax.axvline(planned, color=COLOURS["running"], lw=1.5, ls=":", label="planned start")
         ax.annotate(
@@ -262,13 +265,13 @@ def _number(text: str | None) -> float | None:
 def run_segments(meta: dict[str, str]) -> list[tuple[datetime, datetime | None]]:
     """Run segments: ``run_segments`` when present, else started_at..completed_at."""
     spans = []
-    if meta.get("run_segments"):
-        for part in meta["run_segments"].split(";"):
+    if meta.get(LogKey.RUN_SEGMENTS):
+        for part in meta[LogKey.RUN_SEGMENTS].split(";"):
             start, _, end = part.partition("/")
             if _time(start) is not None:
                 spans.append((_time(start), _time(end)))
-    elif _time(meta.get("started_at")) is not None:
-        spans.append((_time(meta["started_at"]), _time(meta.get("completed_at"))))
+    elif _time(meta.get(LogKey.STARTED_AT)) is not None:
+        spans.append((_time(meta[LogKey.STARTED_AT]), _time(meta.get(LogKey.COMPLETED_AT))))
     return spans
 
 
@@ -329,54 +332,58 @@ def _top(actual, forecast, threshold) -> float:
 
 
 def _basis_suffix(meta: dict[str, str], actual: pd.DataFrame) -> str:
-    basis = meta.get("basis")
+    basis = meta.get(LogKey.BASIS)
     return f" ({basis} factors)" if basis else ""
 
 
 def _title(meta: dict[str, str]) -> str:
-    zone = meta.get("zone", "?")
-    strategy = meta.get("strategy")
-    job = meta.get("job")
+    zone = meta.get(LogKey.ZONE, "?")
+    strategy = meta.get(LogKey.STRATEGY)
+    job = meta.get(LogKey.JOB)
     head = f"{job} — " if job else ""
     return f"{head}Carbon intensity, zone {zone}" + (f" · {strategy} strategy" if strategy else "")
 
 
 def _subtitle(meta: dict[str, str]) -> str:
     parts = []
-    if meta.get("status"):
-        parts.append(meta["status"])
-    if meta.get("decision"):
-        parts.append(f"decision: {meta['decision']}")
-    if meta.get("downsampled_before"):
+    if meta.get(LogKey.STATUS):
+        parts.append(meta[LogKey.STATUS])
+    if meta.get(LogKey.DECISION):
+        parts.append(f"decision: {meta[LogKey.DECISION]}")
+    if meta.get(LogKey.DOWNSAMPLED_BEFORE):
         parts.append(
-            f"readings before {meta['downsampled_before']} are "
-            f"{meta.get('downsampled_to', '')} means"
+            f"readings before {meta[LogKey.DOWNSAMPLED_BEFORE]} are "
+            f"{meta.get(LogKey.DOWNSAMPLED_TO, '')} means"
         )
     return " · ".join(parts)
 
 
 def caption_text(meta: dict[str, str]) -> str:
-    if "energy_kwh" not in meta:
-        if meta.get("status") == "interrupted":
+    if LogKey.ENERGY_KWH not in meta:
+        if meta.get(LogKey.STATUS) == "interrupted":
             return "Energy, emissions and saving: none (interrupted before the job started)"
         return "Energy, emissions and saving: pending (the job has not run yet)"
-    energy = float(meta["energy_kwh"])
+    energy = float(meta[LogKey.ENERGY_KWH])
     lines = [
-        f"Energy {_kwh(energy)} ({meta.get('energy_method', '?')})"
-        f"   ·   Emissions {_grams(float(meta['emissions_g']))} CO₂eq"
-        f" ({meta.get('emissions_method', '?')}, {meta.get('basis', '?')} factors)"
+        f"Energy {_kwh(energy)} ({meta.get(LogKey.ENERGY_METHOD, '?')})"
+        f"   ·   Emissions {_grams(float(meta[LogKey.EMISSIONS_G]))} CO₂eq"
+        f" ({meta.get(LogKey.EMISSIONS_METHOD, '?')}, {meta.get(LogKey.BASIS, '?')} factors)"
     ]
-    if "baseline_g" in meta:
-        saved = float(meta["saved_g"])
-        percent = f" ({float(meta['saved_percent']):.0f} %)" if meta.get("saved_percent") else ""
+    if LogKey.BASELINE_G in meta:
+        saved = float(meta[LogKey.SAVED_G])
+        percent = (
+            f" ({float(meta[LogKey.SAVED_PERCENT]):.0f} %)"
+            if meta.get(LogKey.SAVED_PERCENT)
+            else ""
+        )
         word = "Saved" if saved >= 0 else "Extra"
         lines.append(
-            f"Had it started at submission: {_grams(float(meta['baseline_g']))}"
+            f"Had it started at submission: {_grams(float(meta[LogKey.BASELINE_G]))}"
             f"   ·   {word} {_grams(abs(saved))}{percent}"
-            f"   —   {meta.get('savings_method', '')}"
+            f"   —   {meta.get(LogKey.SAVINGS_METHOD, '')}"
         )
-    if meta.get("energy_detail"):
-        lines.append(meta["energy_detail"])
+    if meta.get(LogKey.ENERGY_DETAIL):
+        lines.append(meta[LogKey.ENERGY_DETAIL])
     return "\n".join(lines)
 
 

@@ -38,6 +38,7 @@ from carbonaware.core.accounting import CarbonReport, account, job_energy, repor
 from carbonaware.core.durations import format_duration, parse_duration
 from carbonaware.core.forecast import FORECASTER_HISTORY
 from carbonaware.core.intensity_log import IntensityLog
+from carbonaware.core.log_metadata import LogKey
 from carbonaware.core.model import Reading
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
 from carbonaware.core.workload_report import last_report
@@ -159,7 +160,10 @@ def command(
     first = source.provider.latest(source.zone)  # bad zone / token: exit 2 before anything
     state = RunState(_new_log(source, settings), submitted_at=source.now())
     state.log.update(
-        {"submitted_at": state.submitted_at, "deadline": state.submitted_at + settings.max_delay}
+        {
+            LogKey.SUBMITTED_AT: state.submitted_at,
+            LogKey.DEADLINE: state.submitted_at + settings.max_delay,
+        }
     )
     state.log.append(first)
     seed = _history(source)
@@ -215,9 +219,9 @@ def _wait_for_start(
         state.log.set_forecast(forecast)
         decision = decide(settings, state.submitted_at, now, history + state.log.readings, forecast)
         _progress(now, reading, decision.action, decision.reason)
-        state.log.update({"status": "waiting" if not decision.run else "running",
-                          "decision": decision.reason, "updated_at": now,
-                          "planned_start": decision.planned_start})  # fmt: skip
+        state.log.update({LogKey.STATUS: "waiting" if not decision.run else "running",
+                          LogKey.DECISION: decision.reason, LogKey.UPDATED_AT: now,
+                          LogKey.PLANNED_START: decision.planned_start})  # fmt: skip
         if decision.run:
             return decision
         until = min(now + poll_every, decision.deadline)
@@ -229,7 +233,7 @@ def _wait_for_start(
 
 def _start(workload: Workload, state: RunState, source: Source) -> subprocess.Popen:
     state.started_at = source.now()
-    state.log.set("started_at", state.started_at)
+    state.log.set(LogKey.STARTED_AT, state.started_at)
     click.echo(f"starting at {state.started_at:%Y-%m-%d %H:%M} UTC: {' '.join(workload.argv)}")
     child = subprocess.Popen(
         workload.argv,
@@ -268,15 +272,15 @@ def _finish(
     plot_path: str,
 ) -> CarbonReport | None:
     log = state.log
-    log.set("updated_at", source.now())
+    log.set(LogKey.UPDATED_AT, source.now())
     report = None
     if state.started_at is not None:
         if state.completed_at is None:
             state.completed_at = source.now()
         if state.wall_seconds < 0:  # interrupted while running
             state.wall_seconds += time.monotonic()
-        log.set("completed_at", state.completed_at)
-        log.set("planned_start", None)
+        log.set(LogKey.COMPLETED_AT, state.completed_at)
+        log.set(LogKey.PLANNED_START, None)
         log.set_forecast([])  # it served the start decision; the plot shows what happened
         result = last_report(state.child_output)
         energy = job_energy(
@@ -288,9 +292,9 @@ def _finish(
         )
         log.update(report_metadata(report))
         if result is not None and result.accuracy is not None:
-            log.set("accuracy", result.accuracy)
-        log.set("exit_code", state.returncode)
-    log.set("status", "interrupted" if interrupted else "completed")
+            log.set(LogKey.ACCURACY, result.accuracy)
+        log.set(LogKey.EXIT_CODE, state.returncode)
+    log.set(LogKey.STATUS, "interrupted" if interrupted else "completed")
     Path(log_path).write_text(log.to_csv(), encoding="utf-8")
     plot_from_log(log, plot_path)
     return report
@@ -321,12 +325,12 @@ def _summary(state, report, log_path, plot_path, interrupted) -> None:
 def _new_log(source: Source, settings: PolicySettings) -> IntensityLog:
     return IntensityLog(
         {
-            "zone": source.zone,
-            "provider": source.provider.name,
-            "strategy": settings.strategy.value,
-            "threshold": f"{settings.threshold_g_per_kwh:g}",
-            "max_delay": format_duration(settings.max_delay),
-            "expected_duration": format_duration(settings.expected_duration),
+            LogKey.ZONE: source.zone,
+            LogKey.PROVIDER: source.provider.name,
+            LogKey.STRATEGY: settings.strategy.value,
+            LogKey.THRESHOLD: f"{settings.threshold_g_per_kwh:g}",
+            LogKey.MAX_DELAY: format_duration(settings.max_delay),
+            LogKey.EXPECTED_DURATION: format_duration(settings.expected_duration),
         }
     )
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from carbonaware.core.durations import format_duration
+from carbonaware.core.log_metadata import LogKey
 from carbonaware.core.model import Reading, utc
 from carbonaware.core.workload_report import UNLABELLED, WorkloadReport, is_measured
 
@@ -227,18 +228,18 @@ def account(
 def report_metadata(report: CarbonReport) -> dict[str, str]:
     """The report as flat strings, for an intensity log's header (and the plot caption)."""
     meta = {
-        "energy_kwh": f"{report.energy.kwh:.6g}",
-        "energy_method": report.energy.method,
-        "energy_detail": report.energy.detail,
-        "emissions_g": f"{report.emissions.grams:.6g}",
-        "emissions_method": report.emissions.method,
-        "baseline_g": f"{report.baseline.grams:.6g}",
-        "saved_g": f"{report.saved_grams:.6g}",
-        "savings_method": report.savings_method,
-        "basis": report.basis,
+        LogKey.ENERGY_KWH: f"{report.energy.kwh:.6g}",
+        LogKey.ENERGY_METHOD: report.energy.method,
+        LogKey.ENERGY_DETAIL: report.energy.detail,
+        LogKey.EMISSIONS_G: f"{report.emissions.grams:.6g}",
+        LogKey.EMISSIONS_METHOD: report.emissions.method,
+        LogKey.BASELINE_G: f"{report.baseline.grams:.6g}",
+        LogKey.SAVED_G: f"{report.saved_grams:.6g}",
+        LogKey.SAVINGS_METHOD: report.savings_method,
+        LogKey.BASIS: report.basis,
     }
     if report.saved_percent is not None:
-        meta["saved_percent"] = f"{report.saved_percent:.4g}"
+        meta[LogKey.SAVED_PERCENT] = f"{report.saved_percent:.4g}"
     return meta
 
 

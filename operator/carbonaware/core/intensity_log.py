@@ -31,6 +31,7 @@ from datetime import datetime
 
 import numpy as np
 
+from carbonaware.core.log_metadata import LogKey
 from carbonaware.core.model import Basis, Reading, utc
 
 DEFAULT_BUDGET_BYTES = 512 * 1024
@@ -224,12 +225,12 @@ class IntensityLog:
         self._rows = rows + self._rows[len(self._rows) - len(recent) :]
         self._rows_bytes = sum(map(_encoded_len, self._rows))
         if older:
-            self._metadata["downsampled_before"] = _format_time(until)
-            previous = self._metadata.get("downsampled_to")
+            self._metadata[LogKey.DOWNSAMPLED_BEFORE] = _format_time(until)
+            previous = self._metadata.get(LogKey.DOWNSAMPLED_TO)
             coarsest = max(
                 (x for x in (previous, label) if x), key=lambda lab: dict(RESOLUTIONS)[lab]
             )
-            self._metadata["downsampled_to"] = f"{coarsest}"
+            self._metadata[LogKey.DOWNSAMPLED_TO] = f"{coarsest}"
 
     def _trim_forecast(self) -> None:
         newest = self._stamps[-1] if self._stamps else None

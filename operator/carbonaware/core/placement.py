@@ -213,7 +213,8 @@ def _choose_forecast(
     )
     chosen = _cleanest(options, [i for i, plan in enumerate(plans) if plan is not None])
     plan = plans[chosen]
-    assert plan is not None  # chosen among the placements that have a plan
+    if plan is None:  # _cleanest chooses among the placements that have a plan
+        raise ValueError(f"placement {chosen} was chosen without a plan")
     best = options[chosen]
     others = ", ".join(
         f"{o.zone} {o.score:.0f}" for o in options if o.placement != chosen and o.best_mean

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from carbonaware import __version__
+from carbonaware.core.log_metadata import LogKey
 from carbonaware.core.model import utc
 from carbonaware.core.workload_report import WorkloadReport, parse_report
 from carbonaware.kube.models import CarbonAwareJobSpec, TrainerResult, TrainerSpec
@@ -304,18 +305,19 @@ def build_log_metadata(spec: CarbonAwareJobSpec, status: dict[str, Any]) -> dict
     """The job's side of the log's metadata (plotting.py reads these keys)."""
     segments = status.get("segments") or []
     return {
-        "zone": spec.zone,
-        "strategy": spec.strategy,
-        "threshold": f"{spec.threshold_grams_per_kwh:g}",
-        "submitted_at": status.get("submittedAt"),
-        "deadline": status.get("deadline"),
-        "started_at": status.get("startedAt"),
-        "completed_at": status.get("completedAt"),
-        "status": status.get("phase"),
-        "clock": status.get("clock"),
+        LogKey.ZONE: spec.zone,
+        LogKey.STRATEGY: spec.strategy,
+        LogKey.THRESHOLD: f"{spec.threshold_grams_per_kwh:g}",
+        LogKey.SUBMITTED_AT: status.get("submittedAt"),
+        LogKey.DEADLINE: status.get("deadline"),
+        LogKey.STARTED_AT: status.get("startedAt"),
+        LogKey.COMPLETED_AT: status.get("completedAt"),
+        LogKey.STATUS: status.get("phase"),
+        LogKey.CLOCK: status.get("clock"),
         # An interruptible job's stretches of running, "start/end;start/end" (an open one
         # has no end yet): the plot shades these, not one run across the pauses.
-        "run_segments": ";".join(f"{s['start']}/{s.get('end') or ''}" for s in segments) or None,
+        LogKey.RUN_SEGMENTS: ";".join(f"{s['start']}/{s.get('end') or ''}" for s in segments)
+        or None,
     }
 
 

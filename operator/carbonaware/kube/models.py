@@ -140,7 +140,8 @@ class CarbonAwareJobSpec(_Camel):
         """The placements the job may run in (a single ``zone``: one, with no pod placement)."""
         if self.placements:
             return self.placements
-        assert self.zone is not None  # parse_spec checked: exactly one of zone, placements
+        if self.zone is None:  # parse_spec refuses a spec with neither zone nor placements
+            raise SpecError("set exactly one of spec.zone or spec.placements")
         return (PlacementSpec(zone=self.zone),)
 
     def provider_for(self, placement: PlacementSpec) -> ProviderSpec:
