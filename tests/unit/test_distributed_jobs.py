@@ -15,7 +15,7 @@ from carbonaware.core.distributed import (
     distributed_spec_problem,
 )
 from carbonaware.core.workload_report import is_measured, parse_report
-from carbonaware.kube import builders
+from carbonaware.kube import builders, job_results
 from carbonaware.kube import builders_distributed as distributed
 from carbonaware.kube.models import SpecError, parse_spec
 from hypothesis import given
@@ -225,7 +225,7 @@ def test_the_operator_adds_up_what_two_real_ranks_report(tmp_path: Path, mnist_d
     labels = {final["energy_method"] for final in finals}
     assert report.energy_label == "+".join(sorted(labels))
     assert report.energy_measured == all(is_measured(label) for label in labels)
-    status = builders.build_trainer_status(report, ranks_reported)
+    status = job_results.build_trainer_status(report, ranks_reported)
     assert status["ranksReported"] == 2 and status["energyKWh"] == report.energy_kwh
     assert "rank" not in status
 

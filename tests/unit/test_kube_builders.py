@@ -6,7 +6,7 @@ import base64
 import json
 from datetime import UTC, datetime, timedelta
 
-from carbonaware.kube import builders
+from carbonaware.kube import builders, conditions, job_results
 from carbonaware.kube.models import parse_spec
 
 UID = "0b6c2b8e-6c55-4a7e-9d7b-2f0d5b3f1a11"
@@ -130,11 +130,11 @@ def test_log_configmap_keeps_the_labels_and_annotations_others_put_on_it() -> No
 
 
 def test_condition_transition_time_moves_only_on_flip() -> None:
-    first = builders.set_condition(
+    first = conditions.set_condition(
         [], type="Scheduled", status=False, reason="Waiting", message="a", generation=1, now=NOW
     )
     later = NOW + timedelta(minutes=5)
-    same = builders.set_condition(
+    same = conditions.set_condition(
         first,
         type="Scheduled",
         status=False,
@@ -145,7 +145,7 @@ def test_condition_transition_time_moves_only_on_flip() -> None:
     )
     assert same[0]["lastTransitionTime"] == "2026-01-01T12:00:00Z"
     assert same[0]["message"] == "b" and same[0]["observedGeneration"] == 2
-    flipped = builders.set_condition(
+    flipped = conditions.set_condition(
         same,
         type="Scheduled",
         status=True,
@@ -160,16 +160,16 @@ def test_condition_transition_time_moves_only_on_flip() -> None:
 
 def test_status_patch_is_none_when_nothing_changed() -> None:
     current = {"phase": "Waiting", "currentIntensity": 300.0}
-    assert builders.build_status_patch(current, dict(current)) is None
-    assert builders.build_status_patch(
+    assert conditions.build_status_patch(current, dict(current)) is None
+    assert conditions.build_status_patch(
         current, {"phase": "Waiting", "currentIntensity": 150.0}
     ) == {"currentIntensity": 150.0}
 
 
 def test_job_outcome_from_conditions() -> None:
-    assert builders.job_outcome({"status": {}}) == ("running", "")
+    assert job_results.job_outcome({"status": {}}) == ("running", "")
     done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
-    assert builders.job_outcome(done)[0] == "succeeded"
+    assert job_results.job_outcome(done)[0] == "succeeded"
     failed = {
         "status": {
             "conditions": [
@@ -182,7 +182,7 @@ def test_job_outcome_from_conditions() -> None:
             ]
         }
     }
-    assert builders.job_outcome(failed) == (
+    assert job_results.job_outcome(failed) == (
         "failed",
         "BackoffLimitExceeded: Job has reached the specified backoff limit",
     )
@@ -204,11 +204,11 @@ def test_trainer_result_from_the_newest_terminated_pod() -> None:
             json.dumps({"accuracy": 0.981, "epochs": 1, "energy_kwh": 0.002}),
         ),
     ]
-    message = builders.termination_message(pods)
-    result = builders.parse_trainer_result(message)
+    message = job_results.termination_message(pods)
+    result = job_results.parse_trainer_result(message)
     assert result is not None and result.accuracy == 0.981 and result.energy_kwh == 0.002
-    assert builders.parse_trainer_result("Traceback (most recent call last): ...") is None
-    assert builders.termination_message([{"status": {}}]) is None
+    assert job_results.parse_trainer_result("Traceback (most recent call last): ...") is None
+    assert job_results.termination_message([{"status": {}}]) is None
 
 
 # --- interruptible jobs -------------------------------------------------------------------

@@ -67,7 +67,7 @@ def test_status_is_written_through_the_typed_model() -> None:
     assert build_status(desired | {"jobName": None}) == desired | {"jobName": None}
     cleared = build_status({"placement": {"zone": None, "unschedulable": ["NL"]}})
     assert cleared == {"placement": {"zone": None, "unschedulable": ["NL"]}}
-    from carbonaware.kube.builders import build_status_patch
+    from carbonaware.kube.conditions import build_status_patch
 
     stored = {"jobName": "j", "phase": "Running"}
     assert build_status_patch(stored, build_status({"jobName": None})) == {"jobName": None}

@@ -20,7 +20,7 @@ import pytest
 from carbonaware.core import accounting
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.workload_report import is_measured, last_report, parse_report
-from carbonaware.kube import builders
+from carbonaware.kube import job_results
 from carbonaware.plotting import caption_text
 from carbontrainer.energy import EnergyMonitor, EnergyPart, EnergyReport
 from carbontrainer.report import to_json_line
@@ -99,12 +99,12 @@ def test_the_operator_keeps_the_trainers_label_in_status(emitted) -> None:
     pods = [{"status": {"containerStatuses": [
         {"name": "trainer", "state": {"terminated": {"finishedAt": "2026-01-01T10:00:00Z",
                                                      "message": line}}}]}}]  # fmt: skip
-    report = builders.parse_trainer_result(builders.termination_message(pods))
+    report = job_results.parse_trainer_result(job_results.termination_message(pods))
     assert report is not None and report.energy_label == label
     energy = accounting.job_energy(report, power_watts=60, pue=1.2, ran=timedelta(minutes=5))
     assert energy.method == label and energy.kwh == pytest.approx(KWH * 1.2)
     assert energy.measured == (label.count("measured:") == label.count("+") + 1)
-    trainer_status = builders.build_trainer_status(report)
+    trainer_status = job_results.build_trainer_status(report)
     assert trainer_status["energyMethod"] == label and trainer_status["energyKWh"] == KWH
     assert trainer_status["durationSeconds"] == report.wall_seconds > 0
 

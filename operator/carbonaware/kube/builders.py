@@ -10,13 +10,12 @@ import copy
 import hashlib
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from carbonaware import __version__
 from carbonaware.core.log_metadata import LogKey
 from carbonaware.core.model import utc
-from carbonaware.core.workload_report import WorkloadReport, parse_report
-from carbonaware.kube.models import CarbonAwareJobSpec, TrainerResult, TrainerSpec
+from carbonaware.kube.models import CarbonAwareJobSpec, TrainerSpec
 from carbonaware.kube.pod_placement import placed_job
 
 GROUP = "carbonaware.io"
@@ -353,127 +352,3 @@ def build_log_configmap(
         if used + len(PLOT_KEY) + len(encoded) <= CONFIGMAP_LIMIT_BYTES:
             body["binaryData"] = {PLOT_KEY: encoded}
     return body
-
-
-def set_condition(
-    conditions: list[dict[str, Any]] | tuple[dict[str, Any], ...],
-    *,
-    type: str,
-    status: bool | Literal["True", "False", "Unknown"],
-    reason: str,
-    message: str,
-    generation: int | None,
-    now: datetime,
-) -> list[dict[str, Any]]:
-    """Conditions with ``type`` set; lastTransitionTime moves only when the status flips."""
-    status_text = status if isinstance(status, str) else ("True" if status else "False")
-    result = []
-    found = False
-    for condition in conditions:
-        if condition.get("type") != type:
-            result.append(dict(condition))
-            continue
-        found = True
-        changed = condition.get("status") != status_text
-        result.append(
-            {
-                "type": type,
-                "status": status_text,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": iso(now)
-                if changed
-                else condition.get("lastTransitionTime", iso(now)),
-                "observedGeneration": generation,
-            }
-        )
-    if not found:
-        result.append(
-            {
-                "type": type,
-                "status": status_text,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": iso(now),
-                "observedGeneration": generation,
-            }
-        )
-    return [{k: v for k, v in c.items() if v is not None} for c in result]
-
-
-def get_condition(conditions: list[dict[str, Any]] | None, type: str) -> dict[str, Any] | None:
-    return next((c for c in conditions or [] if c.get("type") == type), None)
-
-
-def build_status_patch(current: dict[str, Any] | None, desired: dict[str, Any]) -> dict | None:
-    """The merge patch that turns ``current`` status into ``desired``; None if nothing changed.
-
-    Only top-level keys that differ are sent, so a poll that learnt nothing new writes nothing.
-    """
-    current = current or {}
-    patch = {key: value for key, value in desired.items() if current.get(key) != value}
-    return patch or None
-
-
-JobOutcome = Literal["running", "succeeded", "failed"]
-
-
-def job_outcome(job: dict[str, Any]) -> tuple[JobOutcome, str]:
-    """Whether a batch/v1 Job finished, from its conditions, and why."""
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("status") != "True":
-            continue
-        if condition.get("type") == "Complete":
-            return "succeeded", condition.get("message") or "the Job completed"
-        if condition.get("type") == "Failed":
-            reason = condition.get("reason") or "Failed"
-            message = condition.get("message") or ""
-            return "failed", f"{reason}: {message}".rstrip(": ")
-    return "running", ""
-
-
-def job_times(job: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
-    status = job.get("status") or {}
-    return parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
-
-
-def termination_message(pods: list[dict[str, Any]]) -> str | None:
-    """The workload container's termination message from the most recently finished pod.
-
-    Prefers the container named ``trainer``; a jobTemplate workload's first container otherwise.
-    """
-    found: list[tuple[str, str]] = []
-    for pod in pods:
-        statuses = (pod.get("status") or {}).get("containerStatuses") or []
-        chosen = next((s for s in statuses if s.get("name") == TRAINER_CONTAINER), None)
-        chosen = chosen or (statuses[0] if statuses else None)
-        if chosen is None:
-            continue
-        terminated = (chosen.get("state") or {}).get("terminated") or (
-            chosen.get("lastState") or {}
-        ).get("terminated")
-        if terminated and terminated.get("message"):
-            found.append((terminated.get("finishedAt") or "", terminated["message"]))
-    return max(found)[1] if found else None
-
-
-def parse_trainer_result(message: str | None) -> WorkloadReport | None:
-    """The trainer's final report (core/workload_report.py), or None if the message is
-    missing or not that JSON."""
-    return parse_report(message)
-
-
-def build_trainer_status(
-    report: WorkloadReport, ranks_reported: int | None = None
-) -> dict[str, Any]:
-    """``status.trainer``: what the trainer reported, its energy label kept as it wrote it;
-    ``ranks_reported``: how many ranks' reports it adds up (builders_distributed)."""
-    return TrainerResult(
-        accuracy=report.accuracy,
-        epochs=report.epochs,
-        duration_seconds=report.wall_seconds,
-        device=report.device,
-        energy_kwh=report.energy_kwh,
-        energy_method=report.energy_label,
-        ranks_reported=ranks_reported,
-    ).model_dump(by_alias=True, exclude_none=True)

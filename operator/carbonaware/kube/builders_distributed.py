@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from carbonaware.core.distributed import RankReport, combine_rank_reports
 from carbonaware.core.workload_report import WorkloadReport
-from carbonaware.kube import builders
+from carbonaware.kube import builders, job_results
 from carbonaware.kube.models import CarbonAwareJobSpec
 
 RENDEZVOUS_PORT = 29500
@@ -135,7 +135,7 @@ def trainer_result_of_ranks(pods: list[dict[str, Any]]) -> RanksReport | None:
     """The job's trainer report from its pods: each rank's latest report, added up.
 
     The one way the operator reads a Job's report. A plain Job's pods are all rank 0: the
-    latest report, as builders.termination_message picks it, one rank reported. A user's own
+    latest report, as job_results.termination_message picks it, one rank reported. A user's own
     Indexed Job (jobTemplate) is added up alike.
     """
     by_rank: dict[int, list[dict[str, Any]]] = {}
@@ -143,7 +143,7 @@ def trainer_result_of_ranks(pods: list[dict[str, Any]]) -> RanksReport | None:
         by_rank.setdefault(_pod_rank(pod), []).append(pod)
     reports: dict[int, WorkloadReport] = {}
     for rank, rank_pods in by_rank.items():
-        report = builders.parse_trainer_result(builders.termination_message(rank_pods))
+        report = job_results.parse_trainer_result(job_results.termination_message(rank_pods))
         if report is not None:
             reports[rank] = report
     if not reports:

@@ -31,7 +31,8 @@ from kubernetes.client.exceptions import ApiException
 
 from carbonaware.core import recurring
 from carbonaware.core.recurring import Action, Run
-from carbonaware.kube.builders import GROUP, VERSION, iso, parse_time, set_condition
+from carbonaware.kube.builders import GROUP, VERSION, iso, parse_time
+from carbonaware.kube.conditions import set_condition
 from carbonaware.kube.cronjob_builders import (
     CRON_LABEL,
     CRON_PLURAL,

@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 from carbonaware.core import accounting
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.workload_report import WorkloadReport
-from carbonaware.kube import builders, job_energy, placement
+from carbonaware.kube import builders, job_energy, job_results, placement
 from carbonaware.kube.builders import iso, parse_time
 from carbonaware.kube.builders_distributed import trainer_result_of_ranks
 from carbonaware.kube.models import (
@@ -35,7 +35,7 @@ class Finishing:
         if job is None:
             self._fail("JobDeleted", f"the Job {name} was deleted before it finished")
             return
-        outcome, why = builders.job_outcome(job)
+        outcome, why = job_results.job_outcome(job)
         self._sample_pods(name)  # energy (issue #22): while the pods run and at their end
         if outcome == "running":
             if placement.check_capacity(self, spec, job):  # placement: capacity fallback
@@ -48,7 +48,7 @@ class Finishing:
             self._poll(spec, source, log, now)
         ranks = trainer_result_of_ranks(self.rt.kube.job_pods(self.namespace, name))
         result = ranks.report if ranks is not None else None
-        started_wall, completed_wall = builders.job_times(job)
+        started_wall, completed_wall = job_results.job_times(job)
         completed_wall = completed_wall or datetime.now(UTC)
         completed = source.to_job_time(completed_wall)
         self.desired["completedAt"] = iso(completed)
@@ -57,7 +57,7 @@ class Finishing:
                 self.desired.get("segments"), completed
             )
         if ranks is not None:
-            self.desired["trainer"] = builders.build_trainer_status(*ranks)
+            self.desired["trainer"] = job_results.build_trainer_status(*ranks)
         self._account(spec, source, log, result, started_wall, completed_wall, completed)
         if outcome == "succeeded":
             self.desired.update(phase="Succeeded", message=self._summary("succeeded"))

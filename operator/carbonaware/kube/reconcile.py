@@ -33,7 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from carbonaware.core.distributed import distributed_spec_problem
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.policy import Decision, PolicySettings, Strategy, decide
-from carbonaware.kube import builders, placement
+from carbonaware.kube import builders, conditions, placement
 from carbonaware.kube import builders_distributed as distributed
 from carbonaware.kube.api import ForeignJobError, api_reason
 from carbonaware.kube.builders import iso, parse_time
@@ -140,7 +140,7 @@ class Tick(LogStore, Polling, Finishing, Pausing):
         return self._finish_patch()
 
     def _finish_patch(self) -> dict[str, Any] | None:
-        return builders.build_status_patch(self.current, build_status(self.desired))
+        return conditions.build_status_patch(self.current, build_status(self.desired))
 
     # -- spec and provider ----------------------------------------------------------------
     def _spec_and_source(self) -> tuple[CarbonAwareJobSpec, Source]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from carbonaware.core.policy import Decision
-from carbonaware.kube import builders
+from carbonaware.kube import conditions
 from carbonaware.kube.builders import iso
 from carbonaware.kube.models import CarbonAwareJobStatus
 
@@ -24,7 +24,7 @@ def set_condition_now(
     generation: int | None,
 ) -> None:
     """Set a condition; its lastTransitionTime is wall time whatever the job's clock."""
-    desired["conditions"] = builders.set_condition(
+    desired["conditions"] = conditions.set_condition(
         desired.get("conditions") or [],
         type=type,
         status=status,
@@ -36,7 +36,7 @@ def set_condition_now(
 
 
 def is_true(status: dict[str, Any], type: str) -> bool | None:
-    condition = builders.get_condition(status.get("conditions"), type)
+    condition = conditions.get_condition(status.get("conditions"), type)
     return None if condition is None else condition.get("status") == "True"
 
 
