@@ -111,3 +111,5 @@ def test_only_a_new_state_or_reading_is_written_often():
     assert needs_write(stored, moved, True, COUNTDOWN_REFRESH_SECONDS)
     assert needs_write(stored, CheckUpdate("Ready", "x"), True, 0)
     assert not needs_write(stored, CheckUpdate("Pending", stored["message"]), False, 1e9)
+    reset = {"state": "Pending", "message": "Reset to Pending after eviction. Previously: Retry"}
+    assert needs_write(reset, moved, same_reading=True, since_written_s=0)

@@ -32,6 +32,7 @@ MAX_DELAY_ANNOTATION = "carbonaware.io/max-delay"
 # Kueue's AdmissionCheckState.message holds at most this many characters.
 MESSAGE_LIMIT = 32768
 MIN_REQUEUE_SECONDS = 1
+MESSAGE_PREFIX = "carbon gate"  # every message the gate writes starts so
 # A waiting check's "deadline in ..." is rewritten this often when nothing else changed.
 COUNTDOWN_REFRESH_SECONDS = 600.0
 
@@ -80,8 +81,8 @@ def check_update(
 ) -> CheckUpdate:
     """The check state for ``decision`` (see the module docstring)."""
     if decision.run:
-        return CheckUpdate("Ready", _fit(f"carbon gate open: {decision.reason}"))
-    message = _fit(f"carbon gate: {decision.reason}")
+        return CheckUpdate("Ready", _fit(f"{MESSAGE_PREFIX} open: {decision.reason}"))
+    message = _fit(f"{MESSAGE_PREFIX}: {decision.reason}")
     if not quota_reserved:
         return CheckUpdate("Pending", message)
     return CheckUpdate("Retry", message, requeue_after(decision, now, poll))
@@ -108,6 +109,8 @@ def needs_write(
     minute, and a thousand waiting Workloads must not be patched each minute for it)."""
     if current is None or current.get("state") != update.state:
         return True
+    if not str(current.get("message") or "").startswith(MESSAGE_PREFIX):
+        return True  # Kueue's own text (e.g. "Reset to Pending after eviction"): ours instead
     if current.get("message") == update.message:
         return False
     return not same_reading or since_written_s >= COUNTDOWN_REFRESH_SECONDS

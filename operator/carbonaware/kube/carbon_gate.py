@@ -55,6 +55,8 @@ class WorkloadMemory:
     next_poll: float = 0.0
     last_reading: datetime | None = None
     written_at: float = 0.0
+    owner_annotations: dict[str, str] | None = None
+    announced_wait: bool = False
 
 
 @dataclass
@@ -130,8 +132,8 @@ class CarbonGate:
             state = gate_objects.gated_state(workload, checks)
             if state is None or gate_objects.finished(workload):
                 continue
-            if state.get("state") == "Ready":
-                continue
+            if state.get("state") in ("Ready", "Rejected"):
+                continue  # decided: Kueue takes it from here
             policy_name = checks[state["name"]]
             policy = policies.get(policy_name) if policy_name else None
             try:
@@ -156,10 +158,10 @@ class CarbonGate:
         if policy is None:
             return None  # the check is marked inactive; Kueue holds the queue
         try:
-            overrides = parse_overrides(meta.get("annotations"))
+            overrides = parse_overrides(self._annotations(workload, mem))
             spec, secret_namespace = gate_objects.job_spec(policy.get("spec") or {}, overrides)
             created = parse_time(meta.get("creationTimestamp")) or now_wall
-            key = f"{policy['metadata'].get('resourceVersion')}/{meta.get('annotations')}"
+            key = f"{policy['metadata'].get('resourceVersion')}/{overrides}"
             if mem.source is None or mem.source_key != key:
                 mem.source = build_source(
                     spec,
@@ -229,9 +231,25 @@ class CarbonGate:
         if not needs_write(state, update, same_reading, time.monotonic() - mem.written_at):
             return None
         self._write(workload, state, update, mem, now_wall)
-        if state.get("state") == update.state and update.state != "Retry":
-            return None
+        if update.state != "Ready":
+            if mem.announced_wait:  # once: a waiting Workload cycles Retry/Pending each poll
+                return None
+            mem.announced_wait = True
         return gate_objects.build_event_summary(update)
+
+    def _annotations(self, workload: dict[str, Any], mem: WorkloadMemory) -> dict[str, str]:
+        """The overrides' annotations: the owning batch/v1 Job's (Kueue does not copy a
+        Job's annotations to its Workload), the Workload's own winning."""
+        if mem.owner_annotations is None:
+            mem.owner_annotations = {}
+            meta = workload["metadata"]
+            for owner in meta.get("ownerReferences") or []:
+                if owner.get("apiVersion") == "batch/v1" and owner.get("kind") == "Job":
+                    job = self.runtime.kube.read_job(meta["namespace"], owner["name"])
+                    mem.owner_annotations = ((job or {}).get("metadata") or {}).get(
+                        "annotations"
+                    ) or {}
+        return {**mem.owner_annotations, **(workload["metadata"].get("annotations") or {})}
 
     def _write(self, workload, state, update, mem: WorkloadMemory, now: datetime) -> None:
         body = gate_objects.build_check_apply(workload, state["name"], update, state, now)
