@@ -114,3 +114,11 @@ def test_the_log_configmap_goes_with_its_workload():
     assert (owner["kind"], owner["uid"]) == ("Workload", "u-1")
     assert body["metadata"]["labels"]["carbonaware.io/workload"] == "job-train-1a2b3"
     assert "carbonaware.io/job" not in body["metadata"]["labels"]
+
+
+def test_events_name_the_workload():
+    event = gate_objects.build_event(WORKLOAD, "CarbonGateOpen", "carbon gate open: ...", NOW)
+    assert event["involvedObject"]["kind"] == "Workload"
+    assert event["involvedObject"]["uid"] == "u-1"
+    assert event["type"] == "Normal"
+    assert gate_objects.build_event(WORKLOAD, "CarbonGateRejected", "x", NOW)["type"] == "Warning"

@@ -74,33 +74,27 @@ class CarbonGate:
 
     def _apply_check(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
-        path = (
-            f"/apis/{KUEUE_GROUP}/{KUEUE_VERSION}/namespaces/{meta['namespace']}"
-            f"/workloads/{meta['name']}/status"
+        self.api.patch_namespaced_custom_object_status(
+            KUEUE_GROUP,
+            KUEUE_VERSION,
+            meta["namespace"],
+            "workloads",
+            meta["name"],
+            body,
+            field_manager=gate_objects.FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
         )
-        self.runtime.kube.api_client.call_api(
-            path,
-            "PATCH",
-            query_params=[("fieldManager", gate_objects.FIELD_MANAGER), ("force", "true")],
-            header_params={
-                "Content-Type": "application/apply-patch+yaml",
-                "Accept": "application/json",
-            },
-            body=gate_objects.dumps(body),
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-        ).release_conn()
 
     # -- one sweep --------------------------------------------------------------------
-    def sweep(self) -> list[tuple[dict[str, Any], str, str]]:
-        """Reconcile every gated Workload once; the Events to post (body, reason, message)."""
-        events: list[tuple[dict[str, Any], str, str]] = []
+    def sweep(self) -> None:
+        """Reconcile every gated Workload once, with an Event on each new decision."""
         checks_list = self.api.list_cluster_custom_object(
             KUEUE_GROUP, KUEUE_VERSION, "admissionchecks"
         )["items"]
         checks = gate_objects.gate_checks(checks_list)
         if not checks:
-            return events
+            return
         policies: dict[str, dict[str, Any] | None] = {}
         for name in {p for p in checks.values() if p}:
             try:
@@ -142,8 +136,10 @@ class CarbonGate:
                 LOGGER.warning(f"carbon gate: Workload {workload['metadata']['name']}: {exc}")
                 continue
             if event:
-                events.append((workload, *event))
-        return events
+                body = gate_objects.build_event(workload, *event, datetime.now(UTC))
+                self.runtime.kube.core.create_namespaced_event(
+                    workload["metadata"]["namespace"], body
+                )
 
     def reconcile(
         self,
@@ -308,9 +304,7 @@ def register_gate(registry: kopf.OperatorRegistry, runtime: Runtime) -> CarbonGa
     async def loop() -> None:
         while True:
             try:
-                events = await runtime.in_thread(gate.sweep)
-                for body, reason, message in events:
-                    kopf.info(body, reason=reason, message=message)
+                await runtime.in_thread(gate.sweep)
             except ApiException as exc:
                 if exc.status != 404:  # 404: Kueue or the CarbonPolicy CRD not installed
                     LOGGER.warning(f"carbon gate sweep failed: HTTP {exc.status} {exc.reason}")

@@ -8,7 +8,6 @@ overrides, into that spec so the same provider, cache and policy code serve both
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -189,5 +188,27 @@ def build_event_summary(update: CheckUpdate) -> tuple[str, str]:
     return reason, update.message
 
 
-def dumps(body: dict[str, Any]) -> str:
-    return json.dumps(body, separators=(",", ":"))
+def build_event(
+    workload: dict[str, Any], reason: str, message: str, now: datetime
+) -> dict[str, Any]:
+    """A core/v1 Event on the Workload (``kubectl describe workload`` shows it)."""
+    meta = workload["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": KUEUE_API_VERSION,
+            "kind": "Workload",
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+        },
+        "reason": reason,
+        "message": message[:1024],
+        "type": "Warning" if reason == "CarbonGateRejected" else "Normal",
+        "source": {"component": "carbonaware-operator"},
+        "firstTimestamp": iso(now),
+        "lastTimestamp": iso(now),
+        "count": 1,
+    }
