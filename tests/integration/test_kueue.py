@@ -242,7 +242,7 @@ def test_the_deadline_opens_the_gate_on_a_grid_that_never_cleans(gate_factory):
     assert "deadline reached" in gate.check(job)["message"]
 
 
-def test_a_waiting_workload_holds_no_quota(gate_factory):
+def test_a_waiting_workload_holds_no_quota(gate_factory, grid):
     gate = gate_factory(cpu="1")
     waiting = gate.submit(queued_job("waiting", gate.queue, cpu="1"))
     wait_for(lambda: gate.gate_message(waiting), 60, "the first Workload to wait")
@@ -253,6 +253,14 @@ def test_a_waiting_workload_holds_no_quota(gate_factory):
     wait_for(lambda: not gate.suspended(urgent), 90, "the second Workload to be admitted")
     assert gate.suspended(waiting)
     assert "above threshold" in gate.gate_message(waiting)
+    held = gate.workload(waiting)
+    assert held["spec"]["active"] is False  # out of the queue: no quota while it waits
+    reserved = {c["type"]: c["status"] for c in held["status"].get("conditions") or []}
+    assert reserved.get("QuotaReserved") != "True"
+    # And it still starts once the grid is clean (when the quota is free again).
+    gate.batch.delete_namespaced_job(urgent, gate.namespace, propagation_policy="Background")
+    grid.set(gate.zone, intensity=50)
+    wait_for(lambda: not gate.suspended(waiting), 90, "the first Workload to be admitted")
 
 
 @pytest.mark.slow

@@ -79,16 +79,15 @@ def test_only_our_checks_and_their_policies():
 def test_the_check_apply_carries_only_our_check():
     current = WORKLOAD["status"]["admissionChecks"][1]
     body = gate_objects.build_check_apply(
-        WORKLOAD, "carbon", CheckUpdate("Retry", "waiting", 300), current, NOW
+        WORKLOAD, "carbon", CheckUpdate("Ready", "open"), current, NOW
     )
     assert body["metadata"] == {"name": "job-train-1a2b3", "namespace": "ml"}
     assert body["status"]["admissionChecks"] == [
         {
             "name": "carbon",
-            "state": "Retry",
-            "message": "waiting",
+            "state": "Ready",
+            "message": "open",
             "lastTransitionTime": "2026-01-01T12:00:00Z",
-            "requeueAfterSeconds": 300,
         }
     ]
     same = gate_objects.build_check_apply(
@@ -96,7 +95,26 @@ def test_the_check_apply_carries_only_our_check():
     )
     kept = same["status"]["admissionChecks"][0]
     assert kept["lastTransitionTime"] == "2026-01-01T11:00:00Z"  # the state did not move
-    assert "requeueAfterSeconds" not in kept
+
+
+def test_a_held_workload_is_inactive_and_says_by_which_check():
+    hold = gate_objects.build_hold_patch("carbon")
+    assert hold == {
+        "metadata": {"annotations": {"carbonaware.io/held-by-check": "carbon"}},
+        "spec": {"active": False},
+    }
+    held = {**WORKLOAD, **hold, "status": {}}
+    assert not gate_objects.is_active(held)
+    assert gate_objects.held_by(held) == "carbon"
+    # Kueue may drop the state of an inactive Workload: still ours to release.
+    assert gate_objects.gated_state(held, {"carbon": "gb"}) == {
+        "name": "carbon",
+        "state": "Pending",
+    }
+    release = gate_objects.build_hold_patch(None)
+    assert release["spec"] == {"active": True}
+    assert release["metadata"]["annotations"] == {"carbonaware.io/held-by-check": None}
+    assert gate_objects.is_active(WORKLOAD)
 
 
 def test_active_condition_written_once():

@@ -3,26 +3,25 @@
 Pure functions: the caller brings the policy's decision (:func:`carbonaware.core.policy.decide`),
 the clock, and whether Kueue has reserved quota for the Workload.
 
-Quota: Kueue reserves ClusterQueue quota before it asks the checks. A Workload that waits
-for a cleaner grid must not sit on that quota for hours, so while the decision is *wait*:
+Quota: Kueue reserves ClusterQueue quota before it asks the checks, and a Workload that
+waits for a cleaner grid must not sit on that quota for hours. While the decision is *wait*
+the gate therefore keeps the Workload inactive (``spec.active: false``, the switch Kueue
+offers for exactly this): Kueue releases its quota and leaves it out of the queue, the Job
+stays suspended, and the check stays ``Pending`` with the plan as its message. When the
+decision is *run* (a clean grid, the chosen window, or the deadline) the check says
+``Ready`` and the gate activates the Workload again: Kueue queues it, reserves quota and,
+every check being Ready, admits it at once.
 
-- with quota reserved, the check says ``Retry`` with ``requeueAfterSeconds``: Kueue evicts
-  the Workload (the quota is released at once) and queues it again after that many seconds,
-  when the gate looks again;
-- without quota, the check stays ``Pending`` and only its message changes (the plan).
-
-When the decision is *run* (a clean grid, the chosen window, or the deadline) the check says
-``Ready``, with or without quota: Kueue admits the Workload as soon as it holds quota.
+(The check's ``Retry`` state with ``requeueAfterSeconds`` does not do this in Kueue v0.17:
+the Workload keeps its quota until the requeue time has passed, and is evicted only then.)
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from carbonaware.core.durations import DurationError, parse_duration
-from carbonaware.core.model import utc
 from carbonaware.core.policy import Decision
 
 CONTROLLER_NAME = "carbonaware.io/carbon-gate"
@@ -31,7 +30,6 @@ EXPECTED_DURATION_ANNOTATION = "carbonaware.io/expected-duration"
 MAX_DELAY_ANNOTATION = "carbonaware.io/max-delay"
 # Kueue's AdmissionCheckState.message holds at most this many characters.
 MESSAGE_LIMIT = 32768
-MIN_REQUEUE_SECONDS = 1
 MESSAGE_PREFIX = "carbon gate"  # every message the gate writes starts so
 # A waiting check's "deadline in ..." is rewritten this often when nothing else changed.
 COUNTDOWN_REFRESH_SECONDS = 600.0
@@ -39,11 +37,15 @@ COUNTDOWN_REFRESH_SECONDS = 600.0
 
 @dataclass(frozen=True)
 class CheckUpdate:
-    """What the gate writes into the Workload's admission check state."""
+    """What the gate writes: the admission check's state and message, and whether the
+    Workload may be active (queued for quota) now."""
 
-    state: str  # "Pending" | "Ready" | "Retry"
+    state: str  # "Pending" | "Ready" | "Rejected"
     message: str
-    requeue_after_seconds: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state == "Ready"
 
 
 @dataclass(frozen=True)
@@ -76,27 +78,11 @@ def parse_overrides(annotations: dict[str, str] | None) -> Overrides:
     return Overrides(**found)
 
 
-def check_update(
-    decision: Decision, now: datetime, poll: timedelta, quota_reserved: bool
-) -> CheckUpdate:
+def check_update(decision: Decision) -> CheckUpdate:
     """The check state for ``decision`` (see the module docstring)."""
     if decision.run:
         return CheckUpdate("Ready", _fit(f"{MESSAGE_PREFIX} open: {decision.reason}"))
-    message = _fit(f"{MESSAGE_PREFIX}: {decision.reason}")
-    if not quota_reserved:
-        return CheckUpdate("Pending", message)
-    return CheckUpdate("Retry", message, requeue_after(decision, now, poll))
-
-
-def requeue_after(decision: Decision, now: datetime, poll: timedelta) -> int:
-    """Seconds until the gate must look again: the next poll, the planned start or the
-    deadline, whichever comes first (at least MIN_REQUEUE_SECONDS)."""
-    now = utc(now)
-    candidates = [now + poll, utc(decision.deadline)]
-    if decision.planned_start is not None:
-        candidates.append(utc(decision.planned_start))
-    seconds = (min(candidates) - now).total_seconds()
-    return max(MIN_REQUEUE_SECONDS, math.ceil(seconds))
+    return CheckUpdate("Pending", _fit(f"{MESSAGE_PREFIX}: {decision.reason}"))
 
 
 def needs_write(

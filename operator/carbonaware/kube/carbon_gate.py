@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -126,7 +126,7 @@ class CarbonGate:
             state = gate_objects.gated_state(workload, checks)
             if state is None or gate_objects.finished(workload):
                 continue
-            if state.get("state") in ("Ready", "Rejected"):
+            if state.get("state") in ("Ready", "Rejected") and not gate_objects.held_by(workload):
                 continue  # decided: Kueue takes it from here
             policy_name = checks[state["name"]]
             policy = policies.get(policy_name) if policy_name else None
@@ -169,6 +169,8 @@ class CarbonGate:
                 )
                 mem.source_key = key
         except (OverrideError, SpecError) as exc:
+            if state.get("state") == "Rejected":
+                return None
             update = gate_objects.CheckUpdate("Rejected", f"carbon gate: {exc}")
             self._write(workload, state, update, mem, now_wall)
             return ("CarbonGateRejected", update.message)
@@ -202,12 +204,7 @@ class CarbonGate:
             log.readings,
             log.forecast,
         )
-        update = check_update(decision, now, poll, gate_objects.quota_reserved(workload))
-        if update.requeue_after_seconds is not None and source.replay is not None:
-            wall = source.to_wall(timedelta(seconds=update.requeue_after_seconds))
-            update = gate_objects.CheckUpdate(
-                update.state, update.message, max(1, int(wall.total_seconds()))
-            )
+        update = check_update(decision)
         latest = log.readings[-1].timestamp if log.readings else None
         log.update(
             {
@@ -224,9 +221,15 @@ class CarbonGate:
         self._save_log(workload, log, mem)
         same_reading = latest == mem.last_reading
         mem.last_reading = latest
-        if not needs_write(state, update, same_reading, time.monotonic() - mem.written_at):
+        if not update.active and gate_objects.is_active(workload):
+            self._hold(workload, state["name"])  # before the check: no quota meanwhile
+        write = needs_write(state, update, same_reading, time.monotonic() - mem.written_at)
+        if write:
+            self._write(workload, state, update, mem, now_wall)
+        if update.active and gate_objects.held_by(workload):
+            self._hold(workload, None)  # after the check: Kueue admits it on reservation
+        if not write:
             return None
-        self._write(workload, state, update, mem, now_wall)
         if update.state != "Ready":
             if mem.announced_wait:  # once: a waiting Workload cycles Retry/Pending each poll
                 return None
@@ -246,6 +249,17 @@ class CarbonGate:
                         "annotations"
                     ) or {}
         return {**mem.owner_annotations, **(workload["metadata"].get("annotations") or {})}
+
+    def _hold(self, workload: dict[str, Any], check_name: str | None) -> None:
+        meta = workload["metadata"]
+        self.api.patch_namespaced_custom_object(
+            KUEUE_GROUP,
+            KUEUE_VERSION,
+            meta["namespace"],
+            "workloads",
+            meta["name"],
+            gate_objects.build_hold_patch(check_name),
+        )
 
     def _write(self, workload, state, update, mem: WorkloadMemory, now: datetime) -> None:
         body = gate_objects.build_check_apply(workload, state["name"], update, state, now)

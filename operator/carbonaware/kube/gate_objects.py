@@ -25,6 +25,9 @@ POLICY_PLURAL = "carbonpolicies"
 POLICY_KIND = "CarbonPolicy"
 FIELD_MANAGER = "carbonaware-gate"
 GATE_LABEL = f"{builders.GROUP}/workload"  # on the log ConfigMap: the Workload's name
+# On a Workload the gate deactivated while it waits: the name of the check that holds it. Only
+# Workloads carrying it are activated again by the gate (never one a person deactivated).
+HELD_ANNOTATION = f"{builders.GROUP}/held-by-check"
 # The policy fields a CarbonAwareJob spec shares (manifests/carbonpolicy.yaml copies them).
 SHARED_FIELDS = (
     "zone",
@@ -76,11 +79,30 @@ def gate_checks(admission_checks: list[dict[str, Any]]) -> dict[str, str | None]
 
 
 def gated_state(workload: dict[str, Any], checks: dict[str, str | None]) -> dict[str, Any] | None:
-    """The Workload's state for the first of our checks, None when it has none."""
+    """The Workload's state for the first of our checks, None when it has none. A Workload
+    the gate holds inactive counts as gated by its check even if Kueue dropped the state."""
     for state in (workload.get("status") or {}).get("admissionChecks") or []:
         if state.get("name") in checks:
             return state
-    return None
+    held = held_by(workload)
+    return {"name": held, "state": "Pending"} if held in checks else None
+
+
+def held_by(workload: dict[str, Any]) -> str | None:
+    return ((workload.get("metadata") or {}).get("annotations") or {}).get(HELD_ANNOTATION)
+
+
+def is_active(workload: dict[str, Any]) -> bool:
+    return (workload.get("spec") or {}).get("active", True) is not False
+
+
+def build_hold_patch(check_name: str | None) -> dict[str, Any]:
+    """The Workload patch that holds it inactive for ``check_name`` (no quota, not queued), or
+    with None releases it to Kueue's queue again."""
+    return {
+        "metadata": {"annotations": {HELD_ANNOTATION: check_name}},
+        "spec": {"active": check_name is None},
+    }
 
 
 def _condition_true(workload: dict[str, Any], type: str) -> bool:
@@ -111,8 +133,6 @@ def build_check_apply(
         "message": update.message,
         "lastTransitionTime": iso(now) if moved else current.get("lastTransitionTime", iso(now)),
     }
-    if update.requeue_after_seconds is not None:
-        state["requeueAfterSeconds"] = update.requeue_after_seconds
     meta = workload["metadata"]
     return {
         "apiVersion": KUEUE_API_VERSION,
@@ -182,8 +202,8 @@ def build_workload_log_configmap(
 
 def build_event_summary(update: CheckUpdate) -> tuple[str, str]:
     """(reason, message) of the Event for a new check state."""
-    reason = {"Ready": "CarbonGateOpen", "Retry": "CarbonGateWaiting"}.get(
-        update.state, "CarbonGatePending"
+    reason = {"Ready": "CarbonGateOpen", "Pending": "CarbonGateWaiting"}.get(
+        update.state, "CarbonGateRejected"
     )
     return reason, update.message
 
