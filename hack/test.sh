@@ -71,6 +71,8 @@ fi
 
 step "Kubernetes binaries (hack/build-k8s.sh)"
 bash hack/build-k8s.sh >/dev/null || exit 1
+step "Kueue (hack/build-kueue.sh)"
+bash hack/build-kueue.sh >/dev/null || exit 1
 
 node_flag=""
 if [[ "${WITH_NODE:-1}" == 0 ]]; then

@@ -18,7 +18,7 @@ import pytest
 from cluster_fixtures import wait_for
 from faultkit import FaultServer, OperatorProcess, create_em_secret, install_crds
 from kubernetes.client.exceptions import ApiException
-from kueue_fixtures import KUEUE, delete_cluster_queue, green_queue, queued_job
+from kueue_fixtures import KUEUE, delete_cluster_queue, green_queue, queued_job, restart_kueue
 
 pytestmark = pytest.mark.integration
 
@@ -289,6 +289,19 @@ def test_an_operator_restart_resumes_the_wait_from_the_log(gate_factory):
     # The deadline is creation + 25 s, whenever the operator restarted.
     assert time.monotonic() - started >= 22
     assert "deadline reached" in gate.check(job)["message"]
+
+
+def test_a_kueue_restart_mid_wait_changes_nothing(gate_factory, grid):
+    gate = gate_factory()
+    job = gate.submit(queued_job("steady", gate.queue))
+    wait_for(lambda: gate.gate_message(job), 60, "the gate's message")
+    restart_kueue()
+    time.sleep(4)  # two polls with the restarted Kueue: still waiting, still held
+    assert gate.suspended(job)
+    assert gate.workload(job)["spec"]["active"] is False
+    grid.set(gate.zone, intensity=50)
+    wait_for(lambda: not gate.suspended(job), 90, "Kueue to unsuspend the Job")
+    assert gate.check(job)["state"] == "Ready"
 
 
 def test_a_carbonawarejob_with_a_kueue_queue_label_is_rejected(kube_api, namespace, crds):
