@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from cluster_fixtures import wait_for
-from faultkit import FaultServer, OperatorProcess, create_em_secret, install_crds
+from faultkit import FaultServer, OperatorProcess, create_em_secret, finish_pod, install_crds
 from kubernetes.client.exceptions import ApiException
 from kueue_fixtures import KUEUE, delete_cluster_queue, green_queue, queued_job, restart_kueue
 
@@ -229,6 +229,29 @@ def test_jobs_wait_while_dirty_and_start_when_clean(gate_factory, grid):
     assert {("Workload", "CarbonGateWaiting"), ("Workload", "CarbonGateOpen")} <= reasons
     assert cm.metadata.owner_references[0].kind == "Workload"
     assert ",500" in cm.data["carbon_log.csv"] and ",50" in cm.data["carbon_log.csv"]
+
+    # The test plays the kubelet (no node here): the plain Job's pod succeeds, the Job
+    # completes, Kueue finishes the Workload, and the gate writes its accounting.
+    wait_for(
+        lambda: finish_pod(gate.api.api_client, gate.namespace, plain, 0, ""),
+        60,
+        "the Job's pod",
+    )
+    annotations = wait_for(
+        lambda: (
+            (gate.workload(plain)["metadata"].get("annotations") or {}).get(
+                "carbonaware.io/emissions-grams"
+            )
+            and gate.workload(plain)["metadata"]["annotations"]
+        ),
+        90,
+        "the accounting on the finished Workload",
+    )
+    assert float(annotations["carbonaware.io/energy-kwh"]) > 0
+    assert annotations["carbonaware.io/energy-method"].startswith("estimated: 150 W assumed")
+    assert float(annotations["carbonaware.io/saved-grams"]) >= 0  # ran at 50, not at 500
+    events = client.CoreV1Api(gate.api.api_client).list_namespaced_event(gate.namespace).items
+    assert any(e.reason == "CarbonAccounted" for e in events)
 
 
 def test_the_deadline_opens_the_gate_on_a_grid_that_never_cleans(gate_factory):

@@ -140,3 +140,20 @@ def test_events_name_the_workload():
     assert event["involvedObject"]["uid"] == "u-1"
     assert event["type"] == "Normal"
     assert gate_objects.build_event(WORKLOAD, "CarbonGateRejected", "x", NOW)["type"] == "Warning"
+
+
+def test_the_accounting_goes_on_the_workload():
+    from carbonaware.core import accounting
+    from carbonaware.core.model import Reading
+
+    readings = [
+        Reading("GB", NOW + timedelta(hours=h), v) for h, v in ((0, 500), (1, 500), (2, 50))
+    ]
+    energy = accounting.energy_from(None, 150, timedelta(hours=1), 1.2)
+    start = NOW + timedelta(hours=2)
+    report = accounting.account(energy, [(start, start + timedelta(hours=1))], NOW, readings)
+    patch = gate_objects.build_accounting_patch(report)["metadata"]["annotations"]
+    assert patch["carbonaware.io/energy-kwh"] == "0.18"
+    assert patch["carbonaware.io/emissions-grams"] == "9"  # 0.18 kWh at 50 g/kWh
+    assert patch["carbonaware.io/saved-grams"] == "81"  # vs 0.18 kWh at 500 at submission
+    assert "estimated" in gate_objects.accounting_summary(report)

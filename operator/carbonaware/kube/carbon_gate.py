@@ -29,6 +29,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
+from carbonaware.core import accounting
 from carbonaware.core.gate import OverrideError, check_update, needs_write, parse_overrides
 from carbonaware.core.intensity_log import IntensityLog
 from carbonaware.core.policy import PolicySettings, Strategy, decide
@@ -124,7 +125,18 @@ class CarbonGate:
                 )
         for uid, workload in list(self.workloads.items()):
             state = gate_objects.gated_state(workload, checks)
-            if state is None or gate_objects.finished(workload):
+            if state is None:
+                continue
+            if gate_objects.finished(workload):
+                policy_name = checks[state["name"]]
+                policy = policies.get(policy_name) if policy_name else None
+                if policy is not None and not self._accounted(workload):
+                    try:
+                        self.account(uid, workload, policy)
+                    except (ApiException, ValueError, SpecError, OverrideError) as exc:
+                        LOGGER.warning(
+                            f"carbon gate: accounting {workload['metadata']['name']}: {exc}"
+                        )
                 continue
             if state.get("state") in ("Ready", "Rejected") and not gate_objects.held_by(workload):
                 continue  # decided: Kueue takes it from here
@@ -235,6 +247,41 @@ class CarbonGate:
                 return None
             mem.announced_wait = True
         return gate_objects.build_event_summary(update)
+
+    @staticmethod
+    def _accounted(workload: dict[str, Any]) -> bool:
+        annotations = workload["metadata"].get("annotations") or {}
+        return gate_objects.ACCOUNTED_ANNOTATION in annotations
+
+    def account(self, uid: str, workload: dict[str, Any], policy: dict[str, Any]) -> None:
+        """The finished Workload's energy, emissions and saving: in its annotations, an
+        Event and its log. Energy is estimated (power × admitted-to-finished × PUE)."""
+        mem = self.memory.setdefault(uid, WorkloadMemory())
+        meta = workload["metadata"]
+        overrides = parse_overrides(self._annotations(workload, mem))
+        spec, _ = gate_objects.job_spec(policy.get("spec") or {}, overrides)
+        started = gate_objects.condition_time(workload, "Admitted")
+        finished = gate_objects.condition_time(workload, "Finished")
+        submitted = parse_time(meta.get("creationTimestamp"))
+        if started is None or finished is None or submitted is None:
+            return
+        log = self._load_log(workload, mem)
+        energy = accounting.energy_from(None, spec.power.watts, finished - started, spec.power.pue)
+        report = accounting.account(energy, [(started, finished)], submitted, log.readings)
+        log.update(accounting.report_metadata(report))
+        self._save_log(workload, log, mem)
+        self.api.patch_namespaced_custom_object(
+            KUEUE_GROUP,
+            KUEUE_VERSION,
+            meta["namespace"],
+            "workloads",
+            meta["name"],
+            gate_objects.build_accounting_patch(report),
+        )
+        body = gate_objects.build_event(
+            workload, "CarbonAccounted", gate_objects.accounting_summary(report), datetime.now(UTC)
+        )
+        self.runtime.kube.core.create_namespaced_event(meta["namespace"], body)
 
     def _annotations(self, workload: dict[str, Any], mem: WorkloadMemory) -> dict[str, str]:
         """The overrides' annotations: the owning batch/v1 Job's (Kueue does not copy a

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from carbonaware.core.accounting import CarbonReport
 from carbonaware.core.gate import CONTROLLER_NAME, CheckUpdate, Overrides
 from carbonaware.kube import builders
 from carbonaware.kube.builders import iso
@@ -28,6 +29,9 @@ GATE_LABEL = f"{builders.GROUP}/workload"  # on the log ConfigMap: the Workload'
 # On a Workload the gate deactivated while it waits: the name of the check that holds it. Only
 # Workloads carrying it are activated again by the gate (never one a person deactivated).
 HELD_ANNOTATION = f"{builders.GROUP}/held-by-check"
+# The accounting, written on the Workload when it finishes (estimated energy: no trainer
+# report exists for an arbitrary workload; emissions from the actual logged readings).
+ACCOUNTED_ANNOTATION = f"{builders.GROUP}/emissions-grams"
 # The policy fields a CarbonAwareJob spec shares (manifests/carbonpolicy.yaml copies them).
 SHARED_FIELDS = (
     "zone",
@@ -232,3 +236,33 @@ def build_event(
         "lastTimestamp": iso(now),
         "count": 1,
     }
+
+
+def build_accounting_patch(report: CarbonReport) -> dict[str, Any]:
+    """The Workload annotations that carry its carbon report (as strings, with units)."""
+    annotations = {
+        f"{builders.GROUP}/energy-kwh": f"{report.energy.kwh:.6g}",
+        f"{builders.GROUP}/energy-method": report.energy.detail,
+        ACCOUNTED_ANNOTATION: f"{report.emissions.grams:.6g}",
+        f"{builders.GROUP}/baseline-emissions-grams": f"{report.baseline.grams:.6g}",
+        f"{builders.GROUP}/saved-grams": f"{report.saved_grams:.6g}",
+        f"{builders.GROUP}/emissions-basis": (
+            f"{report.basis} factors, actual readings; {report.savings_method}"
+        ),
+    }
+    return {"metadata": {"annotations": annotations}}
+
+
+def accounting_summary(report: CarbonReport) -> str:
+    return (
+        f"carbon gate: finished; {report.energy.kwh:.4g} kWh ({report.energy.method}), "
+        f"{report.emissions.grams:.4g} g emitted, {report.saved_grams:.4g} g saved vs "
+        "starting at once"
+    )
+
+
+def condition_time(workload: dict[str, Any], type: str) -> datetime | None:
+    condition = builders.get_condition((workload.get("status") or {}).get("conditions"), type)
+    if not condition or condition.get("status") != "True":
+        return None
+    return builders.parse_time(condition.get("lastTransitionTime"))
