@@ -270,14 +270,7 @@ class CarbonGate:
         report = accounting.account(energy, [(started, finished)], submitted, log.readings)
         log.update(accounting.report_metadata(report))
         self._save_log(workload, log, mem)
-        self.api.patch_namespaced_custom_object(
-            KUEUE_GROUP,
-            KUEUE_VERSION,
-            meta["namespace"],
-            "workloads",
-            meta["name"],
-            gate_objects.build_accounting_patch(report),
-        )
+        self._patch(workload, gate_objects.build_accounting_patch(report))
         body = gate_objects.build_event(
             workload, "CarbonAccounted", gate_objects.accounting_summary(report), datetime.now(UTC)
         )
@@ -298,14 +291,12 @@ class CarbonGate:
         return {**mem.owner_annotations, **(workload["metadata"].get("annotations") or {})}
 
     def _hold(self, workload: dict[str, Any], check_name: str | None) -> None:
+        self._patch(workload, gate_objects.build_hold_patch(check_name))
+
+    def _patch(self, workload: dict[str, Any], patch: dict[str, Any]) -> None:
         meta = workload["metadata"]
         self.api.patch_namespaced_custom_object(
-            KUEUE_GROUP,
-            KUEUE_VERSION,
-            meta["namespace"],
-            "workloads",
-            meta["name"],
-            gate_objects.build_hold_patch(check_name),
+            KUEUE_GROUP, KUEUE_VERSION, meta["namespace"], "workloads", meta["name"], patch
         )
 
     def _write(self, workload, state, update, mem: WorkloadMemory, now: datetime) -> None:
