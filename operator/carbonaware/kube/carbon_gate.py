@@ -133,7 +133,11 @@ class CarbonGate:
                 if policy is not None and not self._accounted(workload):
                     try:
                         self.account(uid, workload, policy)
-                    except (ApiException, ValueError, SpecError, OverrideError) as exc:
+                    except (ValueError, SpecError, OverrideError) as exc:
+                        # Said once, on the Workload, instead of retried every sweep.
+                        note = {gate_objects.ACCOUNTED_ANNOTATION: f"not accounted: {exc}"}
+                        self._patch(workload, {"metadata": {"annotations": note}})
+                    except ApiException as exc:
                         LOGGER.warning(
                             f"carbon gate: accounting {workload['metadata']['name']}: {exc}"
                         )
