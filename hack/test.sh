@@ -71,6 +71,8 @@ fi
 
 step "Kubernetes binaries (hack/build-k8s.sh)"
 bash hack/build-k8s.sh >/dev/null || exit 1
+step "Kueue (hack/build-kueue.sh)"
+bash hack/build-kueue.sh >/dev/null || exit 1
 
 # The test fixtures call these too (idempotent); here their progress shows as a step.
 step "helm, prometheus-operator CRDs and Prometheus (hack/build-helm.sh, monitoring-crds.sh, prometheus.sh)"

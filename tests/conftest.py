@@ -37,4 +37,4 @@ def mnist_dir(shared_data: Path) -> Path:
 
 
 # Fixture plugins, one module per concern (tests/plugins is on pytest's pythonpath).
-pytest_plugins = ["cluster_fixtures", "docker_fixtures", "tool_fixtures"]
+pytest_plugins = ["cluster_fixtures", "docker_fixtures", "kueue_fixtures", "tool_fixtures"]

@@ -67,6 +67,15 @@ NEEDED = {
     "namespaces": {"list", "watch"},
     # kopf peering (main.ensure_peering creates the object).
     "clusterkopfpeerings.kopf.dev": {"get", "list", "watch", "patch", "create"},
+    # The carbon gate (kube/carbon_gate.py): kopf's Workload watch; CarbonGate._patch holds a
+    # waiting Workload inactive and writes the accounting; _apply_check (status SSA).
+    "workloads.kueue.x-k8s.io": {"list", "watch", "patch"},
+    "workloads.kueue.x-k8s.io/status": {"patch"},
+    # CarbonGate.sweep lists the AdmissionChecks and marks its own Active.
+    "admissionchecks.kueue.x-k8s.io": {"list"},
+    "admissionchecks.kueue.x-k8s.io/status": {"patch"},
+    # CarbonGate.sweep reads each check's CarbonPolicy by name.
+    "carbonpolicies.carbonaware.io": {"get"},
 }
 # What every authenticated user may do (system:basic-user): not the operator's doing.
 EVERYONE = {

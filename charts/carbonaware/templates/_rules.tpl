@@ -115,6 +115,38 @@
   - watch
   - patch
   - create
+- apiGroups:
+  - kueue.x-k8s.io
+  resources:
+  - workloads
+  verbs:
+  - list
+  - watch
+  - patch
+- apiGroups:
+  - kueue.x-k8s.io
+  resources:
+  - workloads/status
+  verbs:
+  - patch
+- apiGroups:
+  - kueue.x-k8s.io
+  resources:
+  - admissionchecks
+  verbs:
+  - list
+- apiGroups:
+  - kueue.x-k8s.io
+  resources:
+  - admissionchecks/status
+  verbs:
+  - patch
+- apiGroups:
+  - carbonaware.io
+  resources:
+  - carbonpolicies
+  verbs:
+  - get
 {{- end }}
 {{- define "carbonaware.secretRules" }}
 - apiGroups:

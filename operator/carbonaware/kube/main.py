@@ -37,6 +37,7 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
 from carbonaware.kube import cronjobs, metrics
+from carbonaware.kube.carbon_gate import register_gate
 from carbonaware.kube.handlers import KubeApi, Runtime, register
 from carbonaware.kube.settings import OperatorSettings, SettingsError, load_settings
 from carbonaware.kube.wakeups import ZoneBells
@@ -123,6 +124,7 @@ def build_registry(
     register(registry, runtime)
     cronjobs.register(registry, settings)
     metrics.register(registry)
+    register_gate(registry, runtime)  # Kueue Workloads (docs/kueue.md)
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> Any:
