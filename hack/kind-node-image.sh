@@ -18,6 +18,10 @@
 #     kubeadm ask for. kind's file builder imports only the four control-plane archives and
 #     skips pulling every image those archives hold, so the extra images ride in
 #     kube-proxy.tar (a docker-save archive may hold several images).
+# One setting differs from kind's base: containerd's restrict_oom_score_adj is true (kind sets it
+# only for rootless nodes), because setting a pod's oom_score_adj below containerd's own needs
+# CAP_SYS_RESOURCE, which some hosts (this one) lack: runc then fails every pod sandbox with
+# "can't get final child's PID from pipe: EOF".
 # What is not upstream's own build, and why (see docs/kubernetes.md):
 #   - pause is the project's hack/pause/pause.c (as hack/node.sh uses);
 #   - kindnetd's source is not served by the Go module proxy (sigs.k8s.io/kindnet: 403), so
@@ -35,7 +39,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 export PATH="$PATH:/usr/local/go/bin"
 
 # Bump when the recipe below changes: the cache is keyed by it.
-recipe="r1"
+recipe="r2"
 containerd_version="v2.3.4" # what kind v0.33.0's images/base builds
 coredns_version="v1.14.2"   # what kubeadm v1.36 deploys (constants.CoreDNSVersion)
 local_path_version="v0.0.30"
@@ -81,8 +85,6 @@ start=$SECONDS
 
 [[ -d "$kind_module/images/base/files" ]] || (cd /tmp && go mod download "sigs.k8s.io/kind@$kind_version")
 bash "$here/docker.sh" up
-# `kind build node-image` execs into its build container with --privileged.
-bash "$here/kind.sh" check || die "cannot build a kind node image with this Docker engine"
 
 # Go binaries, each built once into the cache.
 go_build() { # name module@version [package]
@@ -158,6 +160,7 @@ RUN systemctl enable kubelet.service \
     && systemctl mask systemd-binfmt.service \
     && mkdir -p /etc/kubernetes/manifests /opt/cni/bin \
     && for p in host-local loopback ptp portmap bridge; do ln -s /usr/lib/cni/$p /opt/cni/bin/$p; done \
+    && sed -i 's/restrict_oom_score_adj = false/restrict_oom_score_adj = true/' /etc/containerd/config.toml \
     && ctr oci spec \
         | jq '.hooks.createContainer[.hooks.createContainer| length] |= . + {"path": "/kind/bin/mount-product-files.sh"}' \
         | jq 'del(.process.rlimits)' \
@@ -264,6 +267,8 @@ make_server_tarball() {
 timed "base image $base_image" make_base
 timed "preloaded images" make_images
 tarball="$(timed "server tarball" make_server_tarball)"
+# `kind build node-image` execs into its build container with --privileged.
+bash "$here/kind.sh" check || die "this Docker engine cannot run kind (the parts are cached in $cache)"
 timed "kind build node-image" "$kind_bin" build node-image --type file "$tarball" \
   --base-image "$base_image" --image "$node_image.tmp" >&2
 # The recipe as a label, so a stale image of the same Kubernetes version is rebuilt.

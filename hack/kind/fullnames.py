@@ -1,16 +1,20 @@
-"""Rewrite a `docker save` archive so every image name is fully qualified.
+"""Rewrite a `docker save` archive so that `kind build node-image` sees every image in it.
 
     python3 hack/kind/fullnames.py IN.tar OUT.tar
 
-docker writes Docker Hub names short (kindest/kindnetd:tag, in manifest.json and
-repositories); `kind build node-image` compares an archive's names with the full references
-it would otherwise pull (docker.io/kindest/kindnetd:tag), so it would try to pull them.
+kind (pkg/build/nodeimage/internal/container/docker/archive.go) reads an archive's names from
+whichever of `repositories` and `manifest.json` comes first, and from manifest.json only its
+first image; docker writes manifest.json first and Docker Hub names short (kindest/x:tag), while
+kind compares full references (docker.io/kindest/x:tag) and pulls every one it does not find.
+So: full names in both files, and `repositories` (which lists every image) first.
 """
 
 import io
 import json
 import sys
 import tarfile
+
+INDEXES = ("repositories", "manifest.json")
 
 
 def full(name: str) -> str:
@@ -32,13 +36,17 @@ def rewrite(member: str, data: bytes) -> bytes:
 
 def main(src: str, dst: str) -> None:
     with tarfile.open(src) as tin, tarfile.open(dst, "w", format=tarfile.PAX_FORMAT) as tout:
-        for info in tin:
-            body = tin.extractfile(info) if info.isfile() else None
-            if body is not None and info.name in ("manifest.json", "repositories"):
-                data = rewrite(info.name, body.read())
+        members = tin.getmembers()
+        indexes = {m.name: m for m in members if m.name in INDEXES}
+        for name in INDEXES:
+            if name in indexes:
+                info = indexes[name]
+                data = rewrite(name, tin.extractfile(info).read())
                 info.size = len(data)
-                body = io.BytesIO(data)
-            tout.addfile(info, body)
+                tout.addfile(info, io.BytesIO(data))
+        for info in members:
+            if info.name not in INDEXES:
+                tout.addfile(info, tin.extractfile(info) if info.isfile() else None)
 
 
 if __name__ == "__main__":
