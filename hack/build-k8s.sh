@@ -3,6 +3,8 @@
 # etcd from the upstream Go modules pinned in hack/k8s/go.mod, into a cache outside the checkout:
 #   ${CARBONAWARE_CACHE:-~/.cache/carbonaware}/k8s-<version>/bin/
 # Binaries already there are kept (the directory is keyed by the Kubernetes version).
+# Names as arguments build those instead (e.g. `hack/build-k8s.sh kubeadm`, which only kind's
+# node image needs: hack/kind-node-image.sh).
 # Prints the bin directory on the last line of stdout.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -20,9 +22,13 @@ declare -A packages=(
   [kubectl]=k8s.io/kubernetes/cmd/kubectl
   [kube-proxy]=k8s.io/kubernetes/cmd/kube-proxy
   [etcd]=./cmd/etcd
+  [kubeadm]=k8s.io/kubernetes/cmd/kubeadm
 )
+wanted=("$@")
+((${#wanted[@]})) || wanted=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy etcd)
 missing=()
-for name in "${!packages[@]}"; do
+for name in "${wanted[@]}"; do
+  [[ -n "${packages[$name]:-}" ]] || { echo "build-k8s: no package for $name" >&2; exit 2; }
   [[ -x "$bin_dir/$name" ]] || missing+=("$name")
 done
 if ((${#missing[@]} == 0)); then

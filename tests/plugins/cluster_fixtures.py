@@ -129,7 +129,10 @@ def start_failed(result: subprocess.CompletedProcess, args: tuple[str, ...]) -> 
 
 
 def wants_node(session: pytest.Session) -> bool:
-    return any(item.get_closest_marker("e2e") for item in session.items)
+    return any(
+        item.get_closest_marker("e2e") and not item.get_closest_marker("kind")
+        for item in session.items
+    )
 
 
 # --- fixtures ------------------------------------------------------------------------
@@ -292,12 +295,14 @@ def ready_node(cluster: Cluster, kube_api) -> str:
 def _node_for_e2e_modules(request: pytest.FixtureRequest) -> None:
     # Before the module's own module-scoped fixtures (autouse ones go first in a scope), so
     # an e2e module skips before it builds or loads images for a node that is not there.
-    if request.node.get_closest_marker("e2e"):
+    if request.node.get_closest_marker("e2e") and not request.node.get_closest_marker("kind"):
         request.getfixturevalue("ready_node")
 
 
 @pytest.fixture(autouse=True)
 def _cluster_for_marked_tests(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("kind"):
+        return  # it makes its own kind cluster
     if request.node.get_closest_marker("e2e"):
         request.getfixturevalue("ready_node")
     elif request.node.get_closest_marker("integration"):
