@@ -15,8 +15,9 @@ from pydantic import Field, ValidationError
 
 from carbonaware.core.accounting import CarbonReport
 from carbonaware.core.gate import CONTROLLER_NAME, CheckUpdate, Overrides
-from carbonaware.kube import builders, conditions
+from carbonaware.kube import builders
 from carbonaware.kube.builders import iso
+from carbonaware.kube.conditions import get_condition, set_condition
 from carbonaware.kube.models import CarbonAwareJobSpec, SpecError, _Camel
 
 KUEUE_GROUP = "kueue.x-k8s.io"
@@ -110,7 +111,7 @@ def build_hold_patch(check_name: str | None) -> dict[str, Any]:
 
 
 def _condition_true(workload: dict[str, Any], type: str) -> bool:
-    condition = conditions.get_condition((workload.get("status") or {}).get("conditions"), type)
+    condition = get_condition((workload.get("status") or {}).get("conditions"), type)
     return bool(condition) and condition.get("status") == "True"
 
 
@@ -151,11 +152,11 @@ def build_active_patch(
 ) -> dict[str, Any] | None:
     """The status patch that sets the AdmissionCheck's Active condition; None if set."""
     conditions = (check.get("status") or {}).get("conditions") or []
-    current = conditions.get_condition(conditions, "Active")
+    current = get_condition(conditions, "Active")
     status = "True" if active else "False"
     if current and current.get("status") == status and current.get("message") == message:
         return None
-    updated = conditions.set_condition(
+    updated = set_condition(
         conditions,
         type="Active",
         status=active,
@@ -262,7 +263,7 @@ def accounting_summary(report: CarbonReport) -> str:
 
 
 def condition_time(workload: dict[str, Any], type: str) -> datetime | None:
-    condition = conditions.get_condition((workload.get("status") or {}).get("conditions"), type)
+    condition = get_condition((workload.get("status") or {}).get("conditions"), type)
     if not condition or condition.get("status") != "True":
         return None
     return builders.parse_time(condition.get("lastTransitionTime"))
