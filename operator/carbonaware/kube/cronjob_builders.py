@@ -195,14 +195,22 @@ def build_clock(template: dict[str, Any], created: datetime, settings: OperatorS
     provider = template.get("provider") or {}
     if (provider.get("name") or settings.default_provider) != "replay":
         return CronClock()
-    from carbonaware.providers.base import ConfigError
+    from carbonaware.core.errors import ConfigError
     from carbonaware.providers.replay import ReplayProvider
+    from carbonaware.source import replay_options
 
+    options = replay_options(
+        provider.get("trace"),
+        provider.get("speed"),
+        provider.get("start"),
+        settings.default_trace,
+        settings.default_replay_speed,
+    )
     try:
         replay = ReplayProvider(
-            provider.get("trace") or settings.trace,
-            start=provider.get("start"),
-            speed=provider.get("speed") or settings.default_replay_speed,
+            options["trace"],
+            start=options["start"],
+            speed=options["speed"],
             clock=lambda: 0.0,  # frozen: now() is the replay's first instant
         )
     except (ConfigError, OSError, ValueError) as exc:
