@@ -121,7 +121,7 @@ def finish(kube_api, ns: str, run_name: str, ok: bool) -> None:
         "epochs": 1,
         "wall_seconds": 30.0,
         "energy_kwh": 0.002,
-        "energy_method": "measured",
+        "energy_method": "measured:rapl-package",  # a label the trainer emits
         "device": "cpu",
     }
     wait_for(
