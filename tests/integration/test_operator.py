@@ -319,6 +319,10 @@ def test_accounts_energy_emissions_and_saving_when_the_job_completes(
     done = wait_phase(kube_api, ns, "accounted", "Succeeded", timeout=60)
 
     assert done["energyMethod"] == "measured:rapl-package"  # the trainer's figure and label
+    # what kstatus, Flux, Argo CD and batch/v1 readers look at
+    kinds = {c["type"]: c for c in done["conditions"]}
+    assert kinds["Ready"]["status"] == kinds["Complete"]["status"] == "True"
+    assert kinds["Ready"]["observedGeneration"] == 1 and "Failed" not in kinds
     assert done["trainer"]["energyMethod"] == "measured:rapl-package"
     assert done["energyKWh"] == pytest.approx(0.003 * 1.2)  # measured IT energy x PUE
     assert done["trainer"]["accuracy"] == 0.981 and done["trainer"]["durationSeconds"] == 42.0

@@ -75,3 +75,39 @@ def test_status_is_written_through_the_typed_model() -> None:
         build_status({"phase": "Sleeping"})
     with pytest.raises(ValidationError):
         build_status({"energyKWh": float("nan")})
+
+
+def test_ready_complete_and_failed_conditions_follow_the_phase() -> None:
+    """Tools that do not know this CRD (kstatus, Flux, Argo CD, anything reading batch/v1
+    Jobs) read Ready, and Complete / Failed as a Job sets them; each says its generation."""
+    from carbonaware.kube.status import set_condition_now, set_ecosystem_conditions
+
+    def by_type(desired: dict) -> dict:
+        return {c["type"]: c for c in desired["conditions"]}
+
+    waiting = {"phase": "Waiting", "message": "deadline in 5h"}
+    set_ecosystem_conditions(waiting, 3)
+    ready = by_type(waiting)["Ready"]
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == (
+        "False",
+        "Waiting",
+        3,
+    )
+    assert set(by_type(waiting)) == {"Ready"}
+    later = waiting | {"message": "deadline in 4h"}
+    set_ecosystem_conditions(later, 3)
+    assert later["conditions"] == waiting["conditions"]  # a new countdown changes no condition
+
+    done = {"phase": "Succeeded", "conditions": waiting["conditions"]}
+    set_ecosystem_conditions(done, 3)
+    assert by_type(done)["Ready"]["status"] == "True"
+    assert by_type(done)["Complete"]["status"] == "True"
+    assert "Failed" not in by_type(done)
+
+    failed = {"phase": "Failed", "message": "the Job failed: BackoffLimitExceeded"}
+    set_condition_now(failed, "Succeeded", False, "JobFailed", failed["message"], 4)
+    set_ecosystem_conditions(failed, 4)
+    assert by_type(failed)["Failed"]["status"] == "True"
+    assert by_type(failed)["Failed"]["reason"] == "JobFailed"
+    assert by_type(failed)["Ready"]["status"] == "False"
+    assert "Complete" not in by_type(failed)

@@ -54,6 +54,7 @@ from carbonaware.kube.status import (
     decision_status,
     only_the_countdown_moved,
     set_condition_now,
+    set_ecosystem_conditions,
 )
 from carbonaware.source import Source
 
@@ -140,6 +141,7 @@ class Tick(LogStore, Polling, Finishing, Pausing):
         return self._finish_patch()
 
     def _finish_patch(self) -> dict[str, Any] | None:
+        set_ecosystem_conditions(self.desired, self.generation)
         return conditions.build_status_patch(self.current, build_status(self.desired))
 
     # -- spec and provider ----------------------------------------------------------------

@@ -35,6 +35,36 @@ def set_condition_now(
     )
 
 
+# Ready's reason and message per phase: stable texts, so a waiting job's Ready condition does
+# not change (and is not patched) with every poll's decision.
+READY_BY_PHASE = {
+    "Pending": "the operator has not decided yet",
+    "Waiting": "waiting for a cleaner grid, by its deadline (status.decision says why)",
+    "Running": "the workload runs",
+    "Succeeded": "the workload completed and is accounted for",
+    "Failed": "the job failed (status.message says why)",
+}
+
+
+def set_ecosystem_conditions(desired: dict[str, Any], generation: int | None) -> None:
+    """The conditions tools read without knowing this CRD, from the phase: ``Ready`` (kstatus,
+    Flux, Argo CD health: True once the job succeeded), and ``Complete`` / ``Failed`` as a
+    batch/v1 Job sets them (only ever True). Each carries observedGeneration."""
+    phase = desired.get("phase")
+    if phase not in READY_BY_PHASE:
+        return
+    ready = READY_BY_PHASE[phase]
+    set_condition_now(desired, "Ready", phase == "Succeeded", phase, ready, generation)
+    if phase == "Succeeded":
+        message = "the workload completed"
+        set_condition_now(desired, "Complete", True, "JobSucceeded", message, generation)
+    elif phase == "Failed":
+        failed = conditions.get_condition(desired.get("conditions"), "Succeeded") or {}
+        reason = failed.get("reason") or "Failed"
+        message = desired.get("message") or "the job failed"
+        set_condition_now(desired, "Failed", True, reason, message, generation)
+
+
 def is_true(status: dict[str, Any], type: str) -> bool | None:
     condition = conditions.get_condition(status.get("conditions"), type)
     return None if condition is None else condition.get("status") == "True"
