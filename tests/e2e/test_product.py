@@ -76,23 +76,19 @@ MIN_ACCURACY = 0.97
 # core.interruptible.change_now now holds until the next reading.) Its resumed pod should
 # not train alongside the quick start's: two trainers of 2 threads each on 2 cores ran at a
 # third of their speed (a measured +120 s).
-# The trainer's work is sized from its speed in a pod on this 2-core machine (Jobs built like
-# the operator's, `kubectl logs`): 380-420 samples/s at batch 64 on a quiet machine since the
-# trainer keeps its freed buffers (270-320 before; 135 with other heavy work on it), training
-# from ~3 s after the pod is created; so the ~42 s it trains before the SIGTERM cover at most
-# ~17,500 of its 24,000 samples (one run reached 17,024: with 18,000 samples it would have
-# been 2.5 s from finishing unsuspended): it is still training when suspended and, once
-# resumed, needs ~20 s more plus ~14 s to evaluate on a quiet machine. Uninterrupted, these
-# settings reached 97.38 % (24,000 in a container, 1 epoch, torch 1.13, fp32); the resumed run
-# continues the same batches from the checkpoint (it matched uninterrupted runs to the digit:
-# 97.31 % at 16,000 samples, 97.38 % at 20,000), so 96 % leaves a margin.
-# The trainer image now runs PyTorch 2.6 at about the host trainer's speed, several times the
-# old image's, which would finish 24,000 samples before the job's first pause. Its pod is held
-# to the speed this scenario is timed for by a CPU limit (0.4 core: ~400 samples/s).
+# The trainer's work is sized so that its first pod is still training when the Job is
+# suspended (~46 s after it starts) and, once resumed, finishes the rest from the checkpoint
+# (the resumed run continues the same batches: it matched uninterrupted runs to the digit), so
+# 96 % leaves a margin.
+# The trainer image now runs PyTorch 2.6 (bf16 where it measures faster): several times the
+# old image's speed. Held to 0.4 core by a CPU limit, its pod trained 698 samples/s here
+# (2026-12-07), so 24,000 samples ended in 44 s, before the job's first pause (~46 s). With
+# 48,000 the first run covers at most ~34,000 (at ~750 samples/s, the limit's ceiling) and
+# is still training when suspended; the resumed run trains the rest in 20-75 s.
 PAUSABLE_CPU_LIMIT = "400m"
 PAUSABLE_SPEED = 400
 PAUSABLE_BATCH_SIZE = 64
-PAUSABLE_SAMPLES = 24_000
+PAUSABLE_SAMPLES = 48_000
 PAUSABLE_MIN_ACCURACY = 0.96
 CHECKPOINT_CLAIM = "checkpoints"
 TIMEOUTS_S = {"rollout": 180, "Waiting": 90, "Running": 240, "Succeeded": 600, "deleted": 120}
