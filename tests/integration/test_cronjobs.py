@@ -23,6 +23,7 @@ import faultkit
 import pytest
 from cluster_fixtures import off_node, throwaway_namespace, wait_for
 from faultkit import OperatorProcess, release
+from jobapi import trainer_line
 
 pytestmark = pytest.mark.integration
 
@@ -108,26 +109,15 @@ def run_status(kube_api, ns: str, name: str) -> dict:
 
 def finish(kube_api, ns: str, run_name: str, ok: bool) -> None:
     """Play the kubelet for the run's Job with the trainer's own report line."""
-    from carbontrainer.report import to_json_line
 
     def with_job() -> dict | None:
         status = run_status(kube_api, ns, run_name)
         return status if status.get("jobName") else None
 
     status = wait_for(with_job, 60, f"run {run_name} to create its Job")
-    report = {
-        "status": "ok" if ok else "error",
-        "accuracy": 0.98,
-        "epochs": 1,
-        "wall_seconds": 30.0,
-        "energy_kwh": 0.002,
-        "energy_method": "measured:rapl-package",  # a label the trainer emits
-        "device": "cpu",
-    }
+    report = trainer_line(status="ok" if ok else "error")
     wait_for(
-        lambda: faultkit.finish_pod(
-            kube_api, ns, status["jobName"], 0 if ok else 1, to_json_line(report)
-        ),
+        lambda: faultkit.finish_pod(kube_api, ns, status["jobName"], 0 if ok else 1, report),
         30,
         f"the Job controller to create {status['jobName']}'s pod",
     )

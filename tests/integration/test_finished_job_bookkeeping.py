@@ -9,7 +9,6 @@ deleting its binding lets the next attempt through."""
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 import urllib.request
 from pathlib import Path
@@ -17,20 +16,11 @@ from pathlib import Path
 import pytest
 from cluster_fixtures import off_node, throwaway_namespace, wait_for
 from faultkit import OperatorProcess, finish_pod, free_port, release
-from jobapi import create, status, wait_phase
+from jobapi import create, status, trainer_line, wait_phase
 
 pytestmark = pytest.mark.integration
 
-RESULT = {
-    "status": "completed",
-    "exit_code": 0,
-    "accuracy": 0.97,
-    "epochs": 1,
-    "wall_seconds": 30.0,
-    "energy_kwh": 0.003,
-    "energy_method": "measured:rapl-package",
-    "device": "cpu",
-}
+RESULT = trainer_line(status="completed", exit_code=0, accuracy=0.97, energy_kwh=0.003)
 PUE = 1.2
 
 
@@ -121,9 +111,7 @@ def test_a_failed_log_write_does_not_count_the_finished_job_twice(
             }
             create(kube_api, ns, "counted", spec)
             job_name = wait_phase(kube_api, ns, "counted", "Running", timeout=60)["jobName"]
-            wait_for(
-                lambda: finish_pod(kube_api, ns, job_name, 0, json.dumps(RESULT)), 30, "the pod"
-            )
+            wait_for(lambda: finish_pod(kube_api, ns, job_name, 0, RESULT), 30, "the pod")
             wait_for(
                 lambda: operator.log_text().count("test: no plot for now") >= 3,
                 60,

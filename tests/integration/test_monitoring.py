@@ -24,7 +24,7 @@ import pytest
 import yaml
 from cluster_fixtures import off_node, throwaway_namespace, wait_for
 from faultkit import OperatorProcess, finish_pod, free_port, release, stop_process
-from jobapi import GROUP, PLURAL, VERSION
+from jobapi import GROUP, PLURAL, VERSION, trainer_line
 
 pytestmark = pytest.mark.integration
 
@@ -32,15 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "monitoring"
 CLEAN_NIGHT = {"name": "replay", "speed": 2400, "start": "26h"}  # ~120 g/kWh: runs at once
 DIRTY_EVENING = {"name": "replay", "speed": 2400, "start": "10h"}  # 175-240 g/kWh
-RESULT = {
-    "status": "ok",
-    "accuracy": 0.98,
-    "epochs": 1,
-    "wall_seconds": 30.0,
-    "energy_kwh": 0.002,
-    "energy_method": "measured:rapl-package",  # a label the trainer emits
-    "device": "cpu",
-}
+RESULT = trainer_line()
 
 
 def alert_names() -> set[str]:
@@ -202,7 +194,7 @@ def test_prometheus_scrapes_the_operator_and_every_dashboard_query_returns_data(
     clean, doomed = phase_is("clean", "Running"), phase_is("doomed", "Running")
     time.sleep(2)  # a few readings while running
     wait_for(
-        lambda: finish_pod(kube_api, ns, clean["jobName"], 0, json.dumps(RESULT)),
+        lambda: finish_pod(kube_api, ns, clean["jobName"], 0, RESULT),
         60,
         "the clean job's pod",
     )

@@ -9,6 +9,24 @@ from cluster_fixtures import wait_for
 GROUP, VERSION, PLURAL = "carbonaware.io", "v1alpha1", "carbonawarejobs"
 
 
+def trainer_line(**fields: Any) -> str:
+    """A final report line as carbon-trainer writes it (carbontrainer.report.to_json_line),
+    for tests that play the kubelet: the trainer's serialisation and energy label, the test's
+    figures (``fields`` override these)."""
+    from carbontrainer.report import to_json_line
+
+    report = {
+        "status": "ok",
+        "accuracy": 0.98,
+        "epochs": 1,
+        "wall_seconds": 30.0,
+        "energy_kwh": 0.002,
+        "energy_method": "measured:rapl-package",  # a label the trainer emits
+        "device": "cpu",
+    }
+    return to_json_line(report | fields)
+
+
 def create(kube_api, namespace: str, name: str, spec: dict[str, Any]) -> dict:
     """Create the CarbonAwareJob ``name`` with ``spec`` in ``namespace``."""
     from kubernetes import client
